@@ -1,0 +1,24 @@
+# The twisthost demo: every feature on 127.0.0.1:8080, using *.localhost names
+# (they resolve to loopback without touching /etc/hosts).
+#
+#   make run          # or: twistd -n twisthost --config examples/site.py
+#   curl http://app.localhost:8080/
+#   twisthost check examples/site.py
+from twisthost import Host, Redirect, Resource, Site
+
+site = Site(
+    listen=["tcp:8080:interface=127.0.0.1"],
+    hosts=[
+        # A twisted.web resource tree built by Python code (examples/demo_resources.py).
+        Host("app.localhost", Resource("demo_resources:make_root()"), aliases=["www.localhost"]),
+        # Several services on one host, chosen by the longest path prefix.
+        Host("tools.localhost", routes={
+            "/": Resource("demo_resources:hello"),
+            "/old": Redirect("http://app.localhost:8080/", status=308),
+        }),
+        # A wildcard: any other name under .localhost goes to the app.
+        Host("*.localhost", Redirect("http://app.localhost:8080")),
+    ],
+    # Requests for names no host claims (e.g. http://127.0.0.1:8080/).
+    default=Host(Resource("demo_resources:hello")),
+)

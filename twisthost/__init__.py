@@ -1,0 +1,23 @@
+"""twisthost: WSGI apps, virtual hosts, a reverse proxy, static files and .rpy
+scripts from one Python config file, served by Twisted.
+
+``site.py`` files import their vocabulary from here.
+"""
+
+from .config import CGI, TLS, WSGI, Host, Proxy, Redirect, Resource, Scripts, Site, Static
+from .errors import ConfigError
+
+__all__ = [
+    "CGI",
+    "TLS",
+    "WSGI",
+    "ConfigError",
+    "Host",
+    "Proxy",
+    "Redirect",
+    "Resource",
+    "Scripts",
+    "Site",
+    "Static",
+]
+__version__ = "0.1.0"

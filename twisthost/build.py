@@ -1,0 +1,89 @@
+"""Turn a validated ``Site`` into a resource tree, without listening.
+
+Each service type has one builder ``build(config, context) -> IResource`` in
+its capability module; this module only dispatches and assembles the host
+tables.  Long-lived helpers a builder creates (thread pools, upstream health
+checks) are added to ``context.services`` so that whoever serves the tree
+starts them, and stops them when the tree is replaced on reload.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from twisted.application.service import MultiService
+from twisted.web.resource import IResource
+
+from . import config as c
+from .errors import ConfigError
+from .importing import resolve
+from .vhost import HostTable, RouteTable, VirtualHosts
+
+BUILDERS = {
+    c.Redirect: "twisthost.redirect:build_redirect",
+    c.Resource: "twisthost.build:build_resource",
+    c.WSGI: "twisthost.wsgi:build_wsgi",
+    c.Static: "twisthost.static:build_static",
+    c.Proxy: "twisthost.proxy:build_proxy",
+    c.Scripts: "twisthost.scripts:build_scripts",
+    c.CGI: "twisthost.scripts:build_cgi",
+}
+
+
+class BuildContext:
+    """What builders share: the site config, the reactor, services to run."""
+
+    def __init__(self, site: c.Site, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.site = site
+        self.reactor = reactor
+        self.services = MultiService()
+        self.shared: dict = {}  # named resources several services use, e.g. pools
+
+
+def build_root(site: c.Site, context: BuildContext) -> VirtualHosts:
+    """The root resource for ``site``: host table over per-host route tables."""
+    table: HostTable[RouteTable] = HostTable()
+    for host in site.hosts:
+        routes = build_routes(host, context)
+        for name in host.names():
+            table.add(name, routes)
+    if site.default is not None:
+        table.default = build_routes(site.default, context)
+    return VirtualHosts(table)
+
+
+def build_routes(host: c.Host, context: BuildContext) -> RouteTable:
+    return RouteTable(
+        {prefix: build_service(service, context) for prefix, service in host.routes.items()}
+    )
+
+
+def build_service(service: c.Service, context: BuildContext) -> IResource:
+    module_name, _, function = BUILDERS[type(service)].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        raise ConfigError(
+            f"{type(service).__name__} is not available yet in this version of twisthost",
+            service.where,
+        ) from None
+    try:
+        return getattr(module, function)(service, context)
+    except ConfigError as error:
+        raise error.located(service.where) from None
+
+
+def build_resource(config: c.Resource, context: BuildContext) -> IResource:
+    """``Resource("pkg.mod:factory()")``: any twisted.web resource, built by user code."""
+    resource = resolve(config, config.target, config.pythonpath)
+    if not IResource.providedBy(resource):
+        raise ConfigError(
+            f"Resource({config.target!r}) gave {type(resource).__name__}, not a twisted.web resource",
+            config.where,
+            "return an instance of twisted.web.resource.Resource (or anything providing IResource)",
+        )
+    return resource

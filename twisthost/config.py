@@ -1,0 +1,560 @@
+"""The vocabulary users write in ``site.py``: ``Site``, ``Host`` and the services.
+
+These are frozen value objects that validate themselves when constructed, so a
+mistake is reported at the line of ``site.py`` that made it.  Nothing here
+builds a Twisted object: the capability modules turn these values into
+resources, which keeps ``twisthost check`` and reload cheap and side-effect
+free.  Every option is declared with :func:`option`, whose ``doc`` feeds the
+generated reference in ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import ipaddress
+import os
+import re
+from typing import Any, ClassVar
+
+from .errors import ConfigError, Where, caller_location
+
+_REQUIRED = dataclasses.MISSING
+
+
+def option(default: Any = _REQUIRED, *, doc: str, positional: bool = False):
+    """Declare a config option with its documentation (keyword-only by default)."""
+    kw_only = not positional
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple or None for mutable defaults")
+    return dataclasses.field(default=default, kw_only=kw_only, metadata={"doc": doc})
+
+
+def spec(cls):
+    """Make ``cls`` a frozen config class that knows where in site.py it was made.
+
+    The generated ``__init__`` is wrapped so that unknown keywords and bad
+    arity become ``ConfigError``s with a "did you mean" hint instead of a
+    bare ``TypeError`` from deep inside dataclasses.
+    """
+    cls = dataclasses.dataclass(frozen=True, eq=True)(cls)
+    generated_init = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    positional = [f.name for f in dataclasses.fields(cls) if f.init and not f.kw_only]
+
+    @functools.wraps(generated_init)
+    def __init__(self, *args, **kwargs):
+        where = caller_location()
+        object.__setattr__(self, "where", where)
+        for key in kwargs:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = (
+                    f"did you mean {close[0]}=?"
+                    if close
+                    else f"{cls.__name__} takes: {', '.join(names)}"
+                )
+                raise ConfigError(
+                    f"{cls.__name__}() got an unknown option {key!r}", where, hint
+                )
+        if len(args) > len(positional):
+            raise ConfigError(
+                f"{cls.__name__}() takes at most {len(positional)} positional "
+                f"argument(s) ({', '.join(positional) or 'none'}), got {len(args)}",
+                where,
+                "pass the other options by keyword, e.g. threads=8",
+            )
+        try:
+            generated_init(self, *args, **kwargs)
+        except TypeError as error:
+            raise ConfigError(f"{cls.__name__}(): {error}", where) from None
+
+    cls.__init__ = __init__
+    return cls
+
+
+class Spec:
+    """Common checks for config classes; ``where`` is set by :func:`spec`."""
+
+    where: ClassVar[Where | None]
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Validate and normalise fields; subclasses extend."""
+
+    # -- helpers used by check() -------------------------------------------------
+
+    def fail(self, message: str, hint: str = "") -> ConfigError:
+        return ConfigError(message, self.where, hint)
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def base_dir(self) -> str:
+        """Relative paths in site.py are relative to site.py's folder."""
+        if self.where is not None:
+            return os.path.dirname(os.path.abspath(self.where.filename))
+        return os.getcwd()
+
+    def _label(self, name: str) -> str:
+        return f"{type(self).__name__}({name}=...)"
+
+    def want(self, name: str, types, what: str, optional: bool = False) -> Any:
+        value = getattr(self, name)
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) and bool not in _as_tuple(types):
+            ok = False
+        else:
+            ok = isinstance(value, types)
+        if not ok:
+            raise self.fail(
+                f"{self._label(name)} expects {what}, got {type(value).__name__} "
+                f"{value!r}"
+            )
+        return value
+
+    def want_number(
+        self, name: str, low: float | None = None, high: float | None = None,
+        optional: bool = False, integer: bool = False,
+    ) -> Any:
+        what = "an integer" if integer else "a number"
+        value = self.want(name, int if integer else (int, float), what, optional)
+        if value is None:
+            return None
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+            raise self.fail(f"{self._label(name)} must be in {bounds}, got {value!r}")
+        return value
+
+    def want_strings(self, name: str, what: str = "a list of strings") -> tuple:
+        value = getattr(self, name)
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise self.fail(
+                f"{self._label(name)} expects {what}, got {type(value).__name__} "
+                f"{value!r}",
+                f"write {name}=[{value!r}]" if isinstance(value, str) else "",
+            )
+        for item in value:
+            if not isinstance(item, str) or not item:
+                raise self.fail(f"{self._label(name)} expects {what}, got item {item!r}")
+        self._set(name, tuple(value))
+        return tuple(value)
+
+    def want_path(self, name: str, kind: str = "dir", optional: bool = False) -> str | None:
+        """A path that must exist: made absolute against site.py's folder."""
+        value = self.want(name, (str, os.PathLike), "a path", optional)
+        if value is None:
+            return None
+        path = os.path.normpath(os.path.join(self.base_dir(), os.fspath(value)))
+        exists = os.path.isdir(path) if kind == "dir" else os.path.isfile(path)
+        if not exists:
+            raise self.fail(
+                f"{self._label(name)}: {kind == 'dir' and 'folder' or 'file'} "
+                f"{path!r} does not exist",
+                "relative paths are taken from the folder of the config file",
+            )
+        self._set(name, path)
+        return path
+
+    def want_target(self, name: str) -> str:
+        """An import target ``pkg.mod:attr`` or ``pkg.mod:factory()``."""
+        value = self.want(name, str, "an import target like 'package.module:name'")
+        if not _TARGET.match(value):
+            raise self.fail(
+                f"{self._label(name)}: {value!r} is not an import target",
+                "write 'package.module:name' or 'package.module:factory()'",
+            )
+        return value
+
+    def summary(self) -> str:
+        """One line for the routing table: the class, main value, changed options."""
+        parts = []
+        for f in dataclasses.fields(self):
+            if not f.init:
+                continue
+            value = getattr(self, f.name)
+            if not f.kw_only:
+                parts.append(repr(value))
+            elif value != f.default:
+                parts.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _as_tuple(types) -> tuple:
+    return types if isinstance(types, tuple) else (types,)
+
+
+_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(\))?$")
+
+
+class Service(Spec):
+    """Anything that can be mounted at a route: the capability modules build it."""
+
+
+# --------------------------------------------------------------------------- services
+
+
+@spec
+class Redirect(Service):
+    """Answer every request with a redirect to ``url``.
+
+    Like nginx's ``return 301 https://example.com$request_uri``: with
+    ``keep_path`` the part of the path below the mount point and the query
+    string are appended to ``url``.
+    """
+
+    url: str = option(doc="Absolute URL (or absolute path) to redirect to.", positional=True)
+    status: int = option(301, doc="HTTP status: 301, 302, 303, 307 or 308.")
+    keep_path: bool = option(
+        True, doc="Append the request path below the mount and the query string to `url`."
+    )
+
+    def check(self) -> None:
+        url = self.want("url", str, "a URL string")
+        if not (re.match(r"^https?://[^/\s]+", url) or url.startswith("/")) or any(
+            c.isspace() for c in url
+        ):
+            raise self.fail(
+                f"Redirect url {url!r} must be absolute (http://, https:// or /path)"
+            )
+        self.want("status", int, "an integer")
+        if self.status not in (301, 302, 303, 307, 308):
+            raise self.fail(f"Redirect(status=...) must be 301, 302, 303, 307 or 308, got {self.status!r}")
+        self.want("keep_path", bool, "True or False")
+
+
+@spec
+class Resource(Service):
+    """Mount any ``twisted.web`` resource built by Python code of your own.
+
+    ``target`` names an ``IResource`` object (``"pkg.mod:root"``) or a
+    callable that returns one (``"pkg.mod:make_root()"``).  The module is
+    imported with the config file's folder (and ``pythonpath``) on ``sys.path``.
+    """
+
+    target: str = option(doc="Import target: 'pkg.mod:resource' or 'pkg.mod:factory()'.", positional=True)
+    pythonpath: tuple = option((), doc="Extra folders put on sys.path before importing, relative to the config file.")
+
+    def check(self) -> None:
+        self.want_target("target")
+        self._set("pythonpath", _absolute_paths(self, "pythonpath"))
+
+
+def _absolute_paths(spec_: Spec, name: str) -> tuple:
+    return tuple(
+        os.path.normpath(os.path.join(spec_.base_dir(), p)) for p in spec_.want_strings(name)
+    )
+
+
+@spec
+class WSGI(Service):
+    """A PEP 3333 application (Flask, Django, ...) run in a thread pool."""
+
+    target: str = option(doc="Import target: 'pkg.mod:app' or 'pkg.mod:create_app()'.", positional=True)
+    pythonpath: tuple = option((), doc="Extra folders put on sys.path before importing, relative to the config file.")
+
+    def check(self) -> None:
+        self.want_target("target")
+        self._set("pythonpath", _absolute_paths(self, "pythonpath"))
+
+
+@spec
+class Static(Service):
+    """Files under ``root``, served like nginx's ``root`` or Caddy's ``file_server``."""
+
+    root: str = option(doc="Folder to serve; relative to the config file.", positional=True)
+
+    def check(self) -> None:
+        self.want_path("root", "dir")
+
+
+@spec
+class Proxy(Service):
+    """Reverse proxy to one or more upstream HTTP servers."""
+
+    upstreams: Any = option(doc="An upstream URL ('http://host:port') or a list of them.", positional=True)
+
+    def check(self) -> None:
+        if isinstance(self.upstreams, str):
+            self._set("upstreams", (self.upstreams,))
+        urls = self.want_strings("upstreams", "an upstream URL or a list of URLs")
+        if not urls:
+            raise self.fail("Proxy() needs at least one upstream")
+        for url in urls:
+            if not re.match(r"^(https?://[^/\s]+|unix:/\S+)", url):
+                raise self.fail(
+                    f"Proxy upstream {url!r} is not a URL",
+                    "write 'http://host:port', 'https://host' or 'unix:/path/to.sock'",
+                )
+
+
+@spec
+class Scripts(Service):
+    """``.rpy`` resource scripts found under ``folder``."""
+
+    folder: str = option(doc="Folder of .rpy scripts; relative to the config file.", positional=True)
+
+    def check(self) -> None:
+        self.want_path("folder", "dir")
+
+
+@spec
+class CGI(Service):
+    """CGI scripts (RFC 3875) found under ``folder``."""
+
+    folder: str = option(doc="Folder of CGI scripts; relative to the config file.", positional=True)
+
+    def check(self) -> None:
+        self.want_path("folder", "dir")
+
+
+# --------------------------------------------------------------------------- listeners
+
+
+@spec
+class TLS(Spec):
+    """A TLS listener: ``TLS("tcp:8443", cert=..., key=...)`` in ``Site(listen=...)``."""
+
+    endpoint: str = option(doc="Twisted server endpoint string for the socket, e.g. 'tcp:8443'.", positional=True)
+    cert: str = option(doc="PEM certificate (chain) file, relative to the config file.")
+    key: str = option(doc="PEM private key file, relative to the config file.")
+
+    def check(self) -> None:
+        check_endpoint(self.endpoint, self.where, "TLS(endpoint)")
+        self.want_path("cert", "file")
+        self.want_path("key", "file")
+
+
+def check_endpoint(value: Any, where: Where | None, label: str) -> str:
+    """Parse a server endpoint string now, so typos fail at check time.
+
+    ``systemd:`` endpoints are only parsed, not resolved: the inherited file
+    descriptors exist only under systemd, not when running ``check``.
+    """
+    from twisted.internet import endpoints
+
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{label} expects a Twisted endpoint string like 'tcp:8080', got {value!r}", where
+        )
+    try:
+        if value.startswith("systemd:"):
+            _, _, kwargs = endpoints._parseServer(value, None)  # noqa: SLF001
+            unknown = set(kwargs) - {"domain", "index", "name"}
+            if unknown:
+                raise ValueError(f"unknown systemd option(s) {sorted(unknown)}")
+        else:
+            endpoints.serverFromString(_NoReactor(), value)
+    except Exception as error:  # the parser raises many types for bad input
+        raise ConfigError(
+            f"invalid listen endpoint {value!r}: {error}",
+            where,
+            "examples: 'tcp:8080', 'tcp:8080:interface=127.0.0.1', 'tcp6:8080', "
+            "'unix:/run/twisthost.sock', 'systemd:domain=INET:index=0'",
+        ) from None
+    return value
+
+
+class _NoReactor:
+    """Endpoint constructors only store the reactor; parsing must not install one."""
+
+
+# --------------------------------------------------------------------------- hosts
+
+
+_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOSTNAME = re.compile(rf"^({_LABEL})(\.{_LABEL})*$")
+
+
+def normalize_host(name: str) -> str:
+    """Lower-case, strip one trailing dot and IPv6 brackets: the key hosts match on."""
+    name = name.strip().lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if name.endswith(".") and not name.endswith(".."):
+        name = name[:-1]
+    return name
+
+
+def valid_host_name(name: str) -> bool:
+    """Exact names, ``*.suffix`` wildcards, and IP literals."""
+    if name.startswith("*."):
+        return bool(_HOSTNAME.match(name[2:]))
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.match(name)) and len(name) <= 253
+
+
+@spec
+class Host(Spec):
+    """A virtual host: requests whose Host header matches ``name`` or an alias.
+
+    ``name`` is an exact name (``"app.example.com"``), a wildcard matching one
+    or more labels (``"*.example.com"``) or an IP literal.  ``service`` is
+    mounted at ``/``; ``routes`` maps path prefixes to services, the longest
+    prefix matching on whole path segments winning.  As ``Site(default=...)``
+    a host needs no name: ``Host(Static("/srv/default"))``.
+    """
+
+    name: Any = option(None, doc="Host name, '*.wildcard' or IP literal (None only for the default host).", positional=True)
+    service: Any = option(None, doc="The service mounted at '/' (same as routes={'/': service}).", positional=True)
+    routes: Any = option(None, doc="Mapping of path prefix ('/api') to service; longest prefix wins.")
+    aliases: tuple = option((), doc="More names (exact or wildcard) for the same host.")
+
+    def check(self) -> None:
+        if isinstance(self.name, Service) and self.service is None:
+            self._set("service", self.name)
+            self._set("name", None)
+        if self.name is not None:
+            self._set("name", self._host_name(self.want("name", str, "a host name")))
+        self._set("aliases", tuple(self._host_name(a) for a in self.want_strings("aliases")))
+        routes = {}
+        if self.routes is not None:
+            if not isinstance(self.routes, dict):
+                raise self.fail(
+                    f"Host(routes=...) expects a dict of path prefix to service, got "
+                    f"{type(self.routes).__name__} {self.routes!r}",
+                    "write routes={'/': WSGI('app:app'), '/static': Static('static')}",
+                )
+            for prefix, service in self.routes.items():
+                key = self._prefix(prefix)
+                if key in routes:
+                    raise self.fail(
+                        f"Host {self.name!r}: route prefixes {routes[key][0]!r} and {prefix!r} are the same path",
+                        "keep one of them",
+                    )
+                routes[key] = (prefix, self._service(service, f"routes[{prefix!r}]"))
+        if self.service is not None:
+            if "/" in routes:
+                raise self.fail(
+                    f"Host {self.name!r} has both a service and a '/' route",
+                    "move the service into routes={'/': ...} or drop the '/' route",
+                )
+            routes["/"] = ("/", self._service(self.service, "service"))
+        if not routes:
+            raise self.fail(
+                f"Host {self.name!r} serves nothing",
+                "give a service, e.g. Host('a.example', Static('site')), or routes={...}",
+            )
+        self._set("routes", {key: service for key, (_, service) in sorted(routes.items())})
+
+    def names(self) -> tuple:
+        return ((self.name,) if self.name else ()) + self.aliases
+
+    def _host_name(self, name: str) -> str:
+        normal = normalize_host(name)
+        if not valid_host_name(normal):
+            hint = "drop the port: hosts match on the name only" if re.search(r":\d+$", normal) else (
+                "use an exact name like 'app.example.com' or a wildcard like '*.example.com'"
+            )
+            raise self.fail(f"invalid host name {name!r}", hint)
+        return normal
+
+    def _prefix(self, prefix: Any) -> str:
+        if not isinstance(prefix, str):
+            raise self.fail(f"route prefix must be a string like '/api', got {prefix!r}")
+        bad = (
+            not prefix.startswith("/")
+            or "//" in prefix
+            or any(seg in (".", "..") for seg in prefix.split("/"))
+            or re.search(r"[?#%\s\\]", prefix)
+        )
+        if bad:
+            raise self.fail(
+                f"invalid route prefix {prefix!r}",
+                "a prefix is an absolute path of plain segments, like '/' or '/api/v1'",
+            )
+        return prefix.rstrip("/") or "/"
+
+    def _service(self, service: Any, label: str) -> Service:
+        if not isinstance(service, Service):
+            raise self.fail(
+                f"Host {self.name!r} {label} must be a service (WSGI, Static, Proxy, "
+                f"Scripts, CGI, Redirect, Resource), got {type(service).__name__} {service!r}"
+            )
+        return service
+
+
+# --------------------------------------------------------------------------- site
+
+
+@spec
+class Site(Spec):
+    """The whole host: listeners, virtual hosts and a default.
+
+    ``site.py`` must bind the name ``site`` to one of these.
+    """
+
+    listen: tuple = option(("tcp:8080",), doc="Endpoint strings ('tcp:8080', 'unix:/run/x.sock', 'systemd:domain=INET:index=0') or TLS(...) items.")
+    hosts: tuple = option((), doc="The virtual hosts, a list of Host.")
+    default: Any = option(None, doc="Host or service used when no host matches; without it such requests get 404.")
+    trusted_proxies: tuple = option((), doc="Peers (IPs or CIDR networks) whose X-Forwarded-*/Forwarded headers are believed.")
+
+    def check(self) -> None:
+        if isinstance(self.listen, (str, TLS)):
+            self._set("listen", (self.listen,))
+        listen = self.want("listen", (list, tuple), "a list of endpoint strings or TLS(...)")
+        if not listen:
+            raise self.fail("Site(listen=...) is empty", "e.g. listen=['tcp:8080']")
+        for item in listen:
+            if isinstance(item, TLS):
+                continue
+            check_endpoint(item, self.where, "Site(listen=...)")
+        self._set("listen", tuple(listen))
+
+        hosts = self.want("hosts", (list, tuple), "a list of Host(...)")
+        seen: dict[str, Host] = {}
+        for host in hosts:
+            if not isinstance(host, Host):
+                raise self.fail(
+                    f"Site(hosts=...) items must be Host(...), got {type(host).__name__} {host!r}",
+                    "write hosts=[Host('a.example', ...), ...]",
+                )
+            if host.name is None:
+                raise ConfigError(
+                    "a Host in Site(hosts=...) needs a name", host.where,
+                    "only Site(default=...) takes a host without a name",
+                )
+            for name in host.names():
+                if name in seen:
+                    other = seen[name].where
+                    raise ConfigError(
+                        f"duplicate host name {name!r}"
+                        + (f" (already used at line {other.line})" if other else ""),
+                        host.where,
+                        "each name and alias may appear on one Host only",
+                    )
+                seen[name] = host
+        self._set("hosts", tuple(hosts))
+
+        if isinstance(self.default, Service):
+            self._set("default", Host(self.default))
+            object.__setattr__(self.default, "where", self.default.service.where)
+        elif self.default is not None and not isinstance(self.default, Host):
+            raise self.fail(f"Site(default=...) expects a Host or a service, got {self.default!r}")
+
+        networks = []
+        for item in self.want_strings("trusted_proxies", "a list of IP addresses or CIDR networks"):
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise self.fail(f"trusted_proxies: {item!r} is not an IP address or network") from None
+        self._set("trusted_proxies", tuple(networks))
+
+    def all_hosts(self) -> tuple:
+        return self.hosts + ((self.default,) if self.default is not None else ())
+
+    def services(self):
+        """Every mounted service, with its host and prefix, in table order."""
+        for host in self.all_hosts():
+            for prefix, service in host.routes.items():
+                yield host, prefix, service
+
+
+SERVICE_TYPES = (WSGI, Static, Proxy, Scripts, CGI, Redirect, Resource)

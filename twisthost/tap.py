@@ -1,0 +1,46 @@
+"""``twistd twisthost``: command-line options and the service maker.
+
+The config is loaded and built while options are parsed, before twistd
+daemonises, so a broken config prints its ``site.py:LINE`` message on the
+terminal and twistd exits 1 instead of dying later in a log file.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.python import usage
+
+from .config import check_endpoint
+from .errors import ConfigError
+from .service import HostService, prepare
+
+
+class Options(usage.Options):
+    synopsis = "[--config site.py] [--listen ENDPOINT ...]"
+    longdesc = "Serve the WSGI apps, virtual hosts, proxies and files a site.py describes."
+    optParameters = [["config", "c", "site.py", "Path of the config file."]]
+
+    def __init__(self):
+        super().__init__()
+        self["listen"] = []
+        self.prepared = None
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Listen on this endpoint instead of the config's (repeatable), e.g. tcp:8081."""
+        self["listen"].append(endpoint)
+
+    opt_l = opt_listen
+
+    def postOptions(self) -> None:
+        try:
+            for endpoint in self["listen"]:
+                check_endpoint(endpoint, None, "--listen")
+            self.prepared = prepare(self["config"])
+        except ConfigError as error:
+            sys.stderr.write(f"{error}\n")
+            raise SystemExit(1) from None
+
+
+def makeService(options: Options) -> HostService:
+    return HostService(options.prepared, listen=options["listen"] or None)

@@ -1,0 +1,151 @@
+"""Host header -> virtual host -> longest path prefix -> service resource.
+
+Twisted's ``NameVirtualHost`` knows exact names only and its resources route
+one path segment at a time, while ``WSGIResource`` is a leaf that swallows
+everything below it.  So routing happens here, above the services, in one
+step: the whole path is matched against each host's prefixes (on segment
+boundaries) and the matched segments are moved to ``request.prepath``, which
+is what services see as SCRIPT_NAME.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Generic, TypeVar
+
+from twisted.web.resource import Resource, getChildForRequest
+
+from .config import normalize_host
+from .pages import ErrorPage
+
+T = TypeVar("T")
+
+_BAD_HOST = ErrorPage(400, "Bad or missing Host header.")
+_NO_HOST = ErrorPage(404, "No site is configured for this host name.")
+_NO_ROUTE = ErrorPage(404, "Not found.")
+
+
+class HostTable(Generic[T]):
+    """Match host names: exact beats wildcard, the longest wildcard suffix wins."""
+
+    def __init__(self, default: T | None = None):
+        self.exact: dict[str, T] = {}
+        self.wildcards: dict[str, T] = {}  # ".example.com" -> value
+        self.default = default
+
+    def add(self, name: str, value: T) -> None:
+        if name.startswith("*."):
+            self.wildcards[name[1:]] = value
+        else:
+            self.exact[name] = value
+
+    def lookup(self, name: str) -> T | None:
+        found = self.exact.get(name)
+        if found is not None:
+            return found
+        dot = name.find(".")
+        while dot != -1:
+            found = self.wildcards.get(name[dot:])
+            if found is not None and dot > 0:
+                return found
+            dot = name.find(".", dot + 1)
+        return self.default
+
+
+def host_from_header(value: bytes | None) -> str | None:
+    """The normalised name in a Host header, or None when it is malformed.
+
+    Strips the port and one trailing dot, lower-cases, unwraps IPv6 literals.
+    """
+    if value is None:
+        return None
+    try:
+        text = value.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    if text.startswith("["):
+        end = text.find("]")
+        if end == -1:
+            return None
+        name, rest = text[1:end], text[end + 1 :]
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            return None
+    else:
+        name, _, port = text.partition(":")
+        rest = ":" + port if _ else ""
+    if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+        return None
+    name = normalize_host(name)
+    if not name or any(c in name for c in " /\\@?#%\t"):
+        return None
+    return name
+
+
+class RouteTable:
+    """Path prefixes of one host, matched on whole segments, longest first."""
+
+    def __init__(self, routes: dict[str, Resource]):
+        self.routes = sorted(
+            ((_segments(prefix), resource) for prefix, resource in routes.items()),
+            key=lambda item: len(item[0]),
+            reverse=True,
+        )
+
+    def match(self, segments: list[bytes]) -> tuple[Resource, int] | None:
+        """The resource for a request path and how many segments its prefix took."""
+        for prefix, resource in self.routes:
+            size = len(prefix)
+            if segments[:size] == prefix:
+                return resource, size
+        return None
+
+
+def _segments(prefix: str) -> list[bytes]:
+    return [] if prefix == "/" else prefix.strip("/").encode("utf-8").split(b"/")
+
+
+class VirtualHosts(Resource):
+    """The root resource: picks a host's route table, then descends into it."""
+
+    def __init__(self, hosts: HostTable[RouteTable]):
+        super().__init__()
+        self.hosts = hosts
+
+    def getChildWithDefault(self, path, request):
+        # Twisted has already moved the first segment to prepath; take it back
+        # so the whole path is matched and mounted services see the true prepath.
+        request.prepath.pop()
+        request.postpath.insert(0, path)
+        return self.route(request)
+
+    def render(self, request):  # only reached for a request with an empty path
+        return getChildForRequest(self.route(request), request).render(request)
+
+    def route(self, request):
+        header = request.requestHeaders.getRawHeaders(b"host")
+        if header is None:
+            if request.clientproto == b"HTTP/1.0":
+                name = ""
+            else:
+                return _BAD_HOST
+        elif len(header) != 1:
+            return _BAD_HOST
+        else:
+            name = host_from_header(header[0])
+            if name is None:
+                return _BAD_HOST
+        table = self.hosts.lookup(name)
+        if table is None:
+            return _NO_HOST
+        segments = request.postpath
+        if len(segments) > 1 and segments[-1] == b"":
+            segments = segments[:-1]
+        found = table.match(segments)
+        if found is None:
+            return _NO_ROUTE
+        resource, size = found
+        request.prepath.extend(request.postpath[:size])
+        del request.postpath[:size]
+        return getChildForRequest(resource, request)
