@@ -65,11 +65,19 @@ class HostService(MultiService):
         super().startService()
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, self._on_hup)
+        # Twisted's own SIGTERM handler makes twistd re-kill itself with the
+        # signal after shutdown (exit status 143); a requested stop that
+        # completes is a success, so exit 0 like gunicorn and nginx.
+        signal.signal(signal.SIGTERM, self._on_term)
 
     def stopService(self):
         stopped = super().stopService()
         stopped.addBoth(lambda _: self.current.context.services.stopService())
         return stopped
+
+    def _on_term(self, signum, frame) -> None:
+        log.info("SIGTERM: stopping")
+        self.reactor.callFromThread(self.reactor.stop)
 
     def _on_hup(self, signum, frame) -> None:
         self.reactor.callFromThread(self.reload)
