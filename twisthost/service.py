@@ -63,6 +63,11 @@ class HostService(MultiService):
     def startService(self) -> None:
         self.current.context.services.startService()
         super().startService()
+        # twistd starts services before the reactor installs its own signal
+        # handlers, so ours go in once it runs.
+        self.reactor.callWhenRunning(self._install_signal_handlers)
+
+    def _install_signal_handlers(self) -> None:
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, self._on_hup)
         # Twisted's own SIGTERM handler makes twistd re-kill itself with the
