@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -55,7 +56,7 @@ class Server:
 
     def __init__(self, config: Path, port: int, extra_args=(), env=None):
         self.config, self.port = config, port
-        self.log_path = config.parent / f"twistd-{port}.log"
+        self.log_path = Path(tempfile.mkdtemp(prefix="twisthost-test-")) / f"twistd-{port}.log"
         self.log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", "twisthost", "--config", str(config),
