@@ -16,6 +16,8 @@ import functools
 import ipaddress
 import os
 import re
+import shlex
+import shutil
 from typing import Any, ClassVar
 
 from .errors import ConfigError, Where, caller_location
@@ -294,22 +296,89 @@ class Proxy(Service):
 
 @spec
 class Scripts(Service):
-    """``.rpy`` resource scripts found under ``folder``."""
+    """``.rpy`` resource scripts under ``folder``, Twisted Web style.
+
+    ``/hello`` and ``/hello.rpy`` run ``hello.rpy`` (nested folders too); a
+    folder URL runs its ``index`` script.  A script is plain Python that binds
+    ``resource`` to a ``twisted.web`` resource; it runs once and its resource
+    is reused until the file changes on disk.  Other files are not served
+    unless ``static=True``.
+    """
 
     folder: str = option(doc="Folder of .rpy scripts; relative to the config file.", positional=True)
+    index: tuple = option(("index.rpy",), doc="File names tried, in order, for a folder URL; names not ending in .rpy need static=True.")
+    static: bool = option(False, doc="Also serve the folder's other files (never .rpy sources, never dotfiles).")
+    debug: bool = option(False, doc="Show a script's load traceback in the 500 page (development only); it is always logged.")
+    reload: bool = option(True, doc="Re-run a script when its file's mtime or size changes (one stat per request).")
 
     def check(self) -> None:
         self.want_path("folder", "dir")
+        for name in self.want_strings("index", "a list of file names"):
+            if "/" in name or name.startswith("."):
+                raise self.fail(f"Scripts(index=...): {name!r} must be a plain file name", "e.g. index=['index.rpy']")
+            if not name.endswith(".rpy") and not self.static:
+                raise self.fail(
+                    f"Scripts(index=...): {name!r} is not a .rpy script",
+                    "set static=True to serve other files, or list only .rpy names",
+                )
+        for flag in ("static", "debug", "reload"):
+            self.want(flag, bool, "True or False")
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @spec
 class CGI(Service):
-    """CGI scripts (RFC 3875) found under ``folder``."""
+    """CGI scripts (RFC 3875) under ``folder``, each request in a fresh process.
+
+    A file runs if it has an interpreter in ``interpreters`` (by extension) or
+    is executable; any other file is never served.  Path segments after the
+    script become ``PATH_INFO``.  The child sees only the CGI meta-variables,
+    ``env`` and the ``pass_env`` names of the server's environment.
+    """
 
     folder: str = option(doc="Folder of CGI scripts; relative to the config file.", positional=True)
+    interpreters: Any = option(None, doc="Map of file extension to interpreter command, e.g. {'.pl': 'perl', '.py': 'python3'}; checked to exist.")
+    env: Any = option(None, doc="Extra environment variables for every script, a dict of name to string. PATH defaults to '/usr/local/bin:/usr/bin:/bin'.")
+    pass_env: tuple = option((), doc="Names of the server's own environment variables copied to scripts (an allow-list; nothing else is inherited).")
+    timeout: float = option(30.0, doc="Seconds a script may run; then it is killed and the client gets 504 (or a cut connection if output had started).")
+    max_output: Any = option(None, doc="Largest response body in bytes a script may write before it is killed; None for no limit (output is streamed with back-pressure either way).")
 
     def check(self) -> None:
         self.want_path("folder", "dir")
+        self._set("interpreters", self._interpreters())
+        env = self.want("env", dict, "a dict of variable name to string", optional=True) or {}
+        for name, value in env.items():
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                raise self.fail(f"CGI(env=...): {name!r} is not a valid variable name")
+            if not isinstance(value, str) or "\0" in value:
+                raise self.fail(f"CGI(env=...): value of {name} must be a string, got {value!r}")
+        self._set("env", dict(env))
+        for name in self.want_strings("pass_env", "a list of variable names"):
+            if not _ENV_NAME.match(name):
+                raise self.fail(f"CGI(pass_env=...): {name!r} is not a valid variable name")
+        self.want_number("timeout", low=0.001)
+        self.want_number("max_output", low=1, integer=True, optional=True)
+
+    def _interpreters(self) -> dict:
+        """``{".pl": "perl"}`` -> ``{".pl": ("/usr/bin/perl",)}``, each program found now."""
+        value = self.want("interpreters", dict, "a dict like {'.pl': 'perl'}", optional=True) or {}
+        found = {}
+        for ext, command in value.items():
+            if not isinstance(ext, str) or not re.match(r"^\.[A-Za-z0-9_.-]+$", ext):
+                raise self.fail(f"CGI(interpreters=...): key {ext!r} is not a file extension", "write e.g. '.pl'")
+            argv = shlex.split(command) if isinstance(command, str) else command
+            if not isinstance(argv, (list, tuple)) or not argv or not all(isinstance(a, str) and a for a in argv):
+                raise self.fail(f"CGI(interpreters=...): command for {ext!r} must be a string or a list of strings, got {command!r}")
+            program = shutil.which(argv[0])
+            if program is None:
+                raise self.fail(
+                    f"CGI(interpreters=...): interpreter {argv[0]!r} for {ext!r} not found",
+                    "install it, give its absolute path, or drop the extension",
+                )
+            found[ext.lower()] = (program, *argv[1:])
+        return found
 
 
 # --------------------------------------------------------------------------- listeners
