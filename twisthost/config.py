@@ -266,12 +266,113 @@ class WSGI(Service):
 
 @spec
 class Static(Service):
-    """Files under ``root``, served like nginx's ``root`` or Caddy's ``file_server``."""
+    """Files under ``root``, served like nginx's ``root`` or Caddy's ``file_server``.
+
+    Safe by default: no directory listing, dotfiles and symlinks that leave
+    ``root`` answer 404, unknown types are ``application/octet-stream``.
+    Responses carry a strong ETag and Last-Modified and honour conditional
+    and Range requests; precompressed ``.br``/``.zst``/``.gz`` sidecars are
+    preferred over compressing on the fly; big files go out with
+    ``sendfile(2)`` on plain TCP.  See docs/static.md.
+    """
 
     root: str = option(doc="Folder to serve; relative to the config file.", positional=True)
+    index: tuple = option(("index.html",), doc="File names tried, in order, for a request ending in '/'.")
+    listing: bool = option(False, doc="List folders that have no index file (an HTML page; dotfiles stay hidden).")
+    dotfiles: bool = option(False, doc="Serve names starting with '.'; off, they answer 404 (except '.well-known').")
+    follow_symlinks: bool = option(False, doc="Follow symlinks that point outside `root`; off, those answer 404.")
+    fallback: Any = option(None, doc="File under `root` served (200) for missing paths, e.g. 'index.html' for a single-page app.")
+    fallback_assets: bool = option(False, doc="Also serve `fallback` for missing paths whose last segment has an extension (/app.js); off, those 404.")
+    not_found: Any = option(None, doc="File under `root` sent as the body of 404 answers, e.g. '404.html'.")
+    max_age: Any = option(None, doc="Seconds for 'Cache-Control: max-age=N' on files no `cache` rule matches; None sends no Cache-Control.")
+    cache: Any = option(None, doc="Cache-Control per glob, first match wins: {'*.css': 'max-age=31536000, immutable'}. A pattern without '/' matches the file name, with '/' the path below the mount.")
+    types: Any = option(None, doc="Extra or overriding content types by extension: {'.log': 'text/plain'}.")
+    precompressed: tuple = option(("br", "zstd", "gzip"), doc="Encodings whose sidecar files (x.css.br, x.css.zst, x.css.gz) are served when the client accepts them; order breaks q-value ties.")
+    gzip: bool = option(True, doc="Gzip text responses on the fly when there is no sidecar (files up to 2 MiB, cached in memory; never for ranges).")
+    gzip_min_size: int = option(1024, doc="Smallest file, in bytes, compressed on the fly.")
+    sendfile_min_size: Any = option(65536, doc="Files of at least this many bytes go out with zero-copy sendfile(2) on plain TCP (TLS and HTTP/2 use the buffered path); None disables it.")
+    internal: bool = option(False, doc="Not reachable by clients directly, only through an X-Accel-Redirect answer (like nginx's `internal`).")
 
     def check(self) -> None:
-        self.want_path("root", "dir")
+        root = self.want_path("root", "dir")
+        for name in ("listing", "dotfiles", "follow_symlinks", "fallback_assets", "gzip", "internal"):
+            self.want(name, bool, "True or False")
+        for name in self.want_strings("index", "a list of file names"):
+            if "/" in name or name in (".", ".."):
+                raise self.fail(f"Static(index=...): {name!r} must be a plain file name", "e.g. index=['index.html']")
+        for name in ("fallback", "not_found"):
+            self._file_below_root(name, root)
+        self.want_number("max_age", low=0, optional=True, integer=True)
+        self.want_number("gzip_min_size", low=0, integer=True)
+        self.want_number("sendfile_min_size", low=0, optional=True, integer=True)
+        self._set("cache", self._mapping("cache", "{'*.css': 'max-age=31536000, immutable'}"))
+        self._set("types", self._mapping("types", "{'.log': 'text/plain'}"))
+        for extension, _ in self.types or ():
+            if not extension.startswith(".") or "/" in extension:
+                raise self.fail(f"Static(types=...): {extension!r} is not an extension", "write it with its dot, e.g. '.log'")
+        known = ("br", "zstd", "gzip")
+        for coding in self.want_strings("precompressed", "a list of encodings"):
+            if coding not in known:
+                raise self.fail(f"Static(precompressed=...): unknown encoding {coding!r}", f"choose from {', '.join(known)}")
+
+    def _file_below_root(self, name: str, root: str) -> None:
+        """``fallback``/``not_found`` name a regular file inside ``root``."""
+        value = self.want(name, str, "a file name below root", optional=True)
+        if value is None:
+            return
+        path = os.path.realpath(os.path.join(root, value.lstrip("/")))
+        if os.path.commonpath([path, os.path.realpath(root)]) != os.path.realpath(root):
+            raise self.fail(f"Static({name}={value!r}) is outside root", "give a path relative to root")
+        if not os.path.isfile(path):
+            raise self.fail(f"Static({name}={value!r}): file {path!r} does not exist", "the path is relative to root")
+        self._set(name, path)
+
+    def _mapping(self, name: str, example: str) -> tuple:
+        """A dict of non-empty one-line strings, kept as a tuple of pairs (order matters)."""
+        value = getattr(self, name)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self.fail(f"{self._label(name)} expects a dict, got {type(value).__name__} {value!r}", f"e.g. {name}={example}")
+        for key, item in value.items():
+            for text in (key, item):
+                if not isinstance(text, str) or not text or any(c in text for c in "\r\n\0"):
+                    raise self.fail(f"{self._label(name)}: {text!r} must be a non-empty one-line string", f"e.g. {name}={example}")
+        return tuple(value.items())
+
+
+@spec
+class HealthCheck(Spec):
+    """Active health checks for ``Proxy(health=...)``, like Caddy's ``health_uri``.
+
+    Every ``interval`` seconds each upstream gets ``GET path``; ``fails``
+    failed checks in a row take it out of rotation and ``passes`` good ones
+    put it back.  A check fails on a connection error, on no answer within
+    ``timeout`` or on a status other than ``expect_status``.
+    """
+
+    path: str = option("/healthz", doc="Path (and query) requested on each upstream.", positional=True)
+    interval: float = option(5.0, doc="Seconds between two checks of one upstream.")
+    timeout: float = option(2.0, doc="Seconds to wait for the answer of one check.")
+    expect_status: int = option(200, doc="The status code a healthy upstream answers.")
+    passes: int = option(2, doc="Good checks in a row that bring a down upstream back.")
+    fails: int = option(2, doc="Failed checks in a row that take an upstream out.")
+    host: Any = option(None, doc="Host header of the checks; default: the upstream's own host:port.")
+
+    def check(self) -> None:
+        path = self.want("path", str, "a path like '/healthz'")
+        if not path.startswith("/") or any(c.isspace() for c in path):
+            raise self.fail(f"HealthCheck path {path!r} must start with '/' and hold no spaces")
+        self.want_number("interval", 0.05)
+        self.want_number("timeout", 0.01)
+        self.want_number("expect_status", 100, 599, integer=True)
+        self.want_number("passes", 1, integer=True)
+        self.want_number("fails", 1, integer=True)
+        self.want("host", str, "a host name", optional=True)
+
+
+BALANCE_POLICIES = ("round_robin", "least_conn", "random_two", "ip_hash", "uri_hash")
+_UPSTREAM_URL = re.compile(r"^(https?://[^/\s?#]+(/[^\s?#]*)?|unix:/[^\s?#]+)$")
 
 
 @spec

@@ -1,0 +1,161 @@
+"""``Static(root)``: map a request path to a file under ``root``, safely.
+
+``twisted.web.static.File`` walks the URL one segment at a time, lists
+folders, serves dotfiles and follows any symlink.  Here the mount is a leaf:
+it takes the whole (already percent-decoded) ``request.postpath`` at once,
+refuses every traversal form, resolves the result with ``realpath`` and
+checks that it is still inside ``root`` before anything is opened.  Then it
+decides between file, index, listing, fallback and 404, and hands the file
+to :class:`twisthost.staticfile.FileResponse` for the HTTP side.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from twisted.web import static
+from twisted.web.resource import Resource
+
+from .pages import write_error
+from .staticfile import FileOptions, FileResponse
+
+_METHODS = (b"GET", b"HEAD")
+
+
+class BadPath(Exception):
+    """A path segment no honest client sends: '..', NUL, an encoded slash..."""
+
+
+class StaticResource(Resource):
+    """The resource mounted for one ``Static`` config."""
+
+    isLeaf = True
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.root = os.path.realpath(config.root)
+        self.options = FileOptions.from_config(config)
+
+    def render(self, request):
+        if request.method not in _METHODS:
+            request.setHeader(b"allow", b"GET, HEAD")
+            return write_error(request, 405, "Method not allowed.")
+        if self.config.internal:
+            return self.not_found(request)
+        return self.serve(request, request.postpath)
+
+    def serve(self, request, segments: list[bytes]):
+        """Answer ``request`` with the file, folder or fallback ``segments`` name."""
+        try:
+            names = self.names(segments)
+        except BadPath:
+            return write_error(request, 400, "Bad request path.")
+        if names is None:
+            return self.not_found(request)
+        path = self.resolve(names)
+        st = _stat(path) if path else None
+        wants_folder = not segments or segments[-1] == b""
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            if not wants_folder:
+                return self.add_slash(request)
+            return self.folder(request, path, names)
+        if st is not None and stat.S_ISREG(st.st_mode) and not (wants_folder and names):
+            return FileResponse(path, "/".join(names), self.options).render(request)
+        return self.missing(request, names)
+
+    def names(self, segments: list[bytes]) -> list[str] | None:
+        """Decoded path names below root; None for a hidden name, BadPath for an attack."""
+        names = []
+        for segment in segments:
+            if not segment:
+                continue  # '//' and the trailing '/' add nothing, as in nginx
+            try:
+                name = segment.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadPath() from None
+            if name in (".", "..") or any(c in name for c in "/\\\0"):
+                raise BadPath()
+            if self.hidden(name):
+                return None
+            names.append(name)
+        return names
+
+    def hidden(self, name: str) -> bool:
+        return name.startswith(".") and not self.config.dotfiles and name != ".well-known"
+
+    def resolve(self, names: list[str]) -> str | None:
+        """The real path for ``names``, or None when it leaves root or reaches a hidden name."""
+        real = os.path.realpath(os.path.join(self.root, *names))
+        if real == self.root:
+            return real
+        if os.path.commonpath([real, self.root]) != self.root:
+            return real if self.config.follow_symlinks else None
+        below = os.path.relpath(real, self.root).split(os.sep)
+        return None if any(self.hidden(name) for name in below) else real
+
+    def folder(self, request, path: str, names: list[str]):
+        for index in self.config.index:
+            candidate = self.resolve(names + [index])
+            st = _stat(candidate) if candidate else None
+            if st is not None and stat.S_ISREG(st.st_mode):
+                return FileResponse(candidate, "/".join(names + [index]), self.options).render(request)
+        if self.config.listing:
+            request.setHeader(b"x-content-type-options", b"nosniff")
+            visible = [
+                n for n in sorted(os.listdir(path))
+                if not self.hidden(n) and self.resolve(names + [n]) is not None
+            ]
+            return static.DirectoryLister(
+                path, visible, self.options.types, {}, "application/octet-stream"
+            ).render(request)
+        return self.not_found(request)
+
+    def missing(self, request, names: list[str]):
+        fallback = self.config.fallback
+        looks_like_file = bool(names) and "." in names[-1]
+        if fallback and (self.config.fallback_assets or not looks_like_file):
+            relpath = os.path.relpath(fallback, self.root).replace(os.sep, "/")
+            return FileResponse(fallback, relpath, self.options).render(request)
+        return self.not_found(request)
+
+    def not_found(self, request):
+        """404 with the configured page (or the standard plain one)."""
+        page = self.config.not_found
+        body = _read(page) if page else None
+        if body is None:
+            return write_error(request, 404, "Not found.")
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", self.options.content_type(page).encode())
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return b"" if request.method == b"HEAD" else body
+
+    def add_slash(self, request):
+        """301 to the folder's URL with a '/' (one leading slash: never '//host')."""
+        location = b"/" + request.path.lstrip(b"/") + b"/"
+        query = request.uri.partition(b"?")[2]
+        if query:
+            location += b"?" + query
+        request.setHeader(b"location", location)
+        return write_error(request, 301, "Moved to the folder URL with a trailing slash.")
+
+
+def _stat(path: str):
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        return None
+
+
+def build_static(config, context) -> StaticResource:
+    return StaticResource(config)
