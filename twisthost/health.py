@@ -1,0 +1,52 @@
+"""Active health checks: a service that asks every upstream ``GET /healthz`` now and then.
+
+Passive health (failures seen on real requests) lives in ``Upstream.failed``;
+this module adds the active side, which is also what brings an upstream back
+after it was marked down.  The checker is an ``IService`` in
+``context.services``, so it runs while the config is served and stops when a
+reload replaces it.
+"""
+
+from __future__ import annotations
+
+from twisted.application.internet import TimerService
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.client import readBody
+from twisted.web.http_headers import Headers
+
+log = Logger()
+
+
+class HealthChecker(TimerService):
+    """Check all ``upstreams`` every ``config.interval`` seconds through ``agent``."""
+
+    def __init__(self, config, upstreams, agent, reactor):
+        super().__init__(config.interval, self.check_all)
+        self.clock = reactor
+        self.config, self.upstreams, self.agent = config, upstreams, agent
+
+    def check_all(self):
+        return defer.DeferredList([self.check(upstream) for upstream in self.upstreams])
+
+    def check(self, upstream):
+        host = self.config.host.encode("idna") if self.config.host else upstream.netloc
+        url = upstream.origin + self.config.path.encode("ascii")
+        d = self.agent.request(b"GET", url, Headers({b"host": [host]}))
+        d.addCallback(lambda response: readBody(response).addCallback(lambda _: response.code))
+        d.addTimeout(self.config.timeout, self.clock)
+        d.addCallbacks(
+            lambda code: code == self.config.expect_status,
+            lambda failure: False,
+        )
+        d.addCallback(self._record, upstream)
+        return d
+
+    def _record(self, ok: bool, upstream) -> None:
+        was = upstream.healthy
+        upstream.checked(ok, self.config.passes, self.config.fails)
+        if upstream.healthy != was:
+            log.info(
+                "upstream {url} is {state} (active health check)",
+                url=upstream.url, state="up" if upstream.healthy else "down",
+            )
