@@ -1,0 +1,1 @@
+"""The twisthost benchmark harness; ``benchmarks/run.py`` is its command line."""
