@@ -377,9 +377,44 @@ _UPSTREAM_URL = re.compile(r"^(https?://[^/\s?#]+(/[^\s?#]*)?|unix:/[^\s?#]+)$")
 
 @spec
 class Proxy(Service):
-    """Reverse proxy to one or more upstream HTTP servers."""
+    """Reverse proxy to one or more upstream HTTP servers, like nginx's
+    ``proxy_pass`` to an ``upstream`` block or Caddy's ``reverse_proxy``.
 
-    upstreams: Any = option(doc="An upstream URL ('http://host:port') or a list of them.", positional=True)
+    Connections to upstreams are kept alive and reused.  Request bodies are
+    received whole before the upstream is contacted (a slow client costs the
+    upstream nothing); responses stream back as they arrive, with
+    back-pressure.  The upstream sees the client's ``Host`` and
+    ``X-Forwarded-For``/``-Proto``/``-Host`` plus ``Forwarded``, trusting the
+    incoming values only from ``Site(trusted_proxies=...)``.  An upstream URL
+    may carry a base path (``http://b:9000/app``) that is put before the
+    request path.  ``Connection: Upgrade`` requests (WebSocket) are tunnelled.
+    See docs/proxy.md.
+    """
+
+    upstreams: Any = option(doc="An upstream URL ('http://host:port', 'https://host/base', 'unix:/path.sock') or a list of them.", positional=True)
+    balance: str = option("round_robin", doc="How to pick an upstream: 'round_robin', 'least_conn', 'random_two', 'ip_hash' or 'uri_hash'.")
+    weights: Any = option(None, doc="Mapping of upstream URL to an integer weight (default 1 each).")
+    backup: tuple = option((), doc="Upstream URLs used only while every primary upstream is down.")
+    host: Any = option(None, doc="Host header sent upstream; default: the client's Host, unchanged.")
+    strip_prefix: bool = option(False, doc="Drop the route prefix from the path ('/api/x' mounted at '/api' goes up as '/x').")
+    headers_up: Any = option(None, doc="Mapping of request header to a value to set, or None to remove it, applied last.")
+    headers_down: Any = option(None, doc="Mapping of response header to a value to set, or None to remove it, applied last.")
+    via: bool = option(False, doc="Add 'Via: 1.1 twisthost' both ways.")
+    max_connections_per_upstream: Any = option(None, doc="Most requests in flight to one upstream; a full upstream is skipped (None: no limit).")
+    keepalive: int = option(32, doc="Idle keep-alive connections kept per upstream.")
+    keepalive_timeout: float = option(60.0, doc="Seconds an idle upstream connection is kept.")
+    connect_timeout: float = option(5.0, doc="Seconds to open a connection; then the next upstream is tried.")
+    response_timeout: float = option(60.0, doc="Seconds from sending the request to the response head; then 504 (or a retry for idempotent methods).")
+    idle_timeout: float = option(60.0, doc="Seconds a response body (or a tunnel) may stall, in either direction, before both sides are closed.")
+    retries: int = option(2, doc="Other upstreams tried after a failure (any method when no connection opened, else idempotent methods only).")
+    try_duration: float = option(30.0, doc="Seconds after which no further upstream is tried.")
+    max_fails: int = option(1, doc="Failures within fail_timeout that mark an upstream down (0: never).")
+    fail_timeout: float = option(10.0, doc="Window for max_fails, and how long the upstream then stays down.")
+    health: Any = option(None, doc="HealthCheck(...) for active checks of every upstream.")
+    unavailable_status: int = option(502, doc="Status when no upstream can be tried: 502 or 503.")
+    verify: bool = option(True, doc="Verify https:// upstream certificates and host names.")
+    ca: Any = option(None, doc="PEM file of the CA that signs https:// upstreams (instead of the system store).")
+    websocket: bool = option(True, doc="Tunnel 'Connection: Upgrade' requests (WebSocket); False answers them as plain requests.")
 
     def check(self) -> None:
         if isinstance(self.upstreams, str):
@@ -387,12 +422,86 @@ class Proxy(Service):
         urls = self.want_strings("upstreams", "an upstream URL or a list of URLs")
         if not urls:
             raise self.fail("Proxy() needs at least one upstream")
-        for url in urls:
-            if not re.match(r"^(https?://[^/\s]+|unix:/\S+)", url):
+        if isinstance(self.backup, str):
+            self._set("backup", (self.backup,))
+        backup = self.want_strings("backup", "a list of upstream URLs") if self.backup else ()
+        seen = set()
+        for url in urls + backup:
+            if not _UPSTREAM_URL.match(url):
                 raise self.fail(
                     f"Proxy upstream {url!r} is not a URL",
-                    "write 'http://host:port', 'https://host' or 'unix:/path/to.sock'",
+                    "write 'http://host:port', 'https://host/base/path' or 'unix:/path/to.sock'",
                 )
+            if url in seen:
+                raise self.fail(f"Proxy upstream {url!r} is listed twice")
+            seen.add(url)
+        if self.balance not in BALANCE_POLICIES:
+            close = difflib.get_close_matches(str(self.balance), BALANCE_POLICIES, n=1)
+            raise self.fail(
+                f"Proxy(balance=...) must be one of {', '.join(BALANCE_POLICIES)}, got {self.balance!r}",
+                f"did you mean {close[0]!r}?" if close else "",
+            )
+        self._set("weights", self._weights(seen))
+        self.want("host", str, "a host name", optional=True)
+        self._set("headers_up", self._header_rules("headers_up"))
+        self._set("headers_down", self._header_rules("headers_down"))
+        for flag in ("strip_prefix", "via", "verify", "websocket"):
+            self.want(flag, bool, "True or False")
+        self.want_number("max_connections_per_upstream", 1, optional=True, integer=True)
+        self.want_number("keepalive", 0, integer=True)
+        self.want_number("retries", 0, integer=True)
+        self.want_number("max_fails", 0, integer=True)
+        for name in ("keepalive_timeout", "connect_timeout", "response_timeout", "idle_timeout",
+                     "try_duration", "fail_timeout"):
+            self.want_number(name, 0.001)
+        if self.health is not None and not isinstance(self.health, HealthCheck):
+            raise self.fail(
+                f"Proxy(health=...) expects HealthCheck(...), got {self.health!r}",
+                "write health=HealthCheck('/healthz', interval=5)",
+            )
+        if self.unavailable_status not in (502, 503):
+            raise self.fail(f"Proxy(unavailable_status=...) must be 502 or 503, got {self.unavailable_status!r}")
+        self.want_path("ca", "file", optional=True)
+        if self.ca is not None and not self.verify:
+            raise self.fail("Proxy(ca=...) has no effect with verify=False", "drop one of them")
+
+    def _weights(self, urls: set) -> tuple:
+        """``{url: weight}`` as a sorted tuple of pairs, so the config stays hashable."""
+        if self.weights is None:
+            return ()
+        if not isinstance(self.weights, dict):
+            raise self.fail(
+                f"Proxy(weights=...) expects a dict of upstream URL to weight, got {self.weights!r}",
+                "write weights={'http://a:9000': 3}",
+            )
+        for url, weight in self.weights.items():
+            if url not in urls:
+                raise self.fail(f"Proxy(weights=...) names {url!r}, which is not an upstream")
+            if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 1000:
+                raise self.fail(f"Proxy(weights=...) weight of {url!r} must be an integer 1..1000, got {weight!r}")
+        return tuple(sorted(self.weights.items()))
+
+    def _header_rules(self, name: str) -> tuple:
+        """``{header: value or None}`` as a tuple of (lower-case bytes name, bytes value or None)."""
+        rules = getattr(self, name)
+        if rules is None:
+            return ()
+        if not isinstance(rules, dict):
+            raise self.fail(
+                f"Proxy({name}=...) expects a dict of header name to value (or None to remove), got {rules!r}",
+                f"write {name}={{'X-Api-Key': 'secret', 'Cookie': None}}",
+            )
+        out = []
+        for header, value in rules.items():
+            if not isinstance(header, str) or not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", header):
+                raise self.fail(f"Proxy({name}=...): {header!r} is not a header name")
+            if value is not None and (not isinstance(value, str) or re.search(r"[\r\n\0]", value)):
+                raise self.fail(f"Proxy({name}=...): value of {header!r} must be a one-line string or None")
+            out.append((header.lower().encode("ascii"), None if value is None else value.encode("latin-1")))
+        return tuple(out)
+
+    def weight_of(self, url: str) -> int:
+        return dict(self.weights).get(url, 1)
 
 
 @spec
