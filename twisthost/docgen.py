@@ -18,6 +18,7 @@ CLASSES = [
     config.WSGI,
     config.Static,
     config.Proxy,
+    config.HealthCheck,
     config.Scripts,
     config.CGI,
     config.Redirect,
