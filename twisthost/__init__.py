@@ -4,7 +4,7 @@ scripts from one Python config file, served by Twisted.
 ``site.py`` files import their vocabulary from here.
 """
 
-from .config import CGI, TLS, WSGI, HealthCheck, Host, Proxy, Redirect, Resource, Scripts, Site, Static
+from .config import CGI, HSTS, TLS, WSGI, HealthCheck, Host, Proxy, Redirect, Resource, Scripts, Site, Static
 from .errors import ConfigError
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "TLS",
     "WSGI",
     "ConfigError",
+    "HSTS",
     "HealthCheck",
     "Host",
     "Proxy",

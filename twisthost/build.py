@@ -17,6 +17,7 @@ from twisted.web.resource import IResource
 from . import config as c
 from .errors import ConfigError
 from .importing import resolve
+from .tls import build_tls, host_guard
 from .vhost import HostTable, RouteTable, VirtualHosts
 
 BUILDERS = {
@@ -43,7 +44,12 @@ class BuildContext:
 
 
 def build_root(site: c.Site, context: BuildContext) -> VirtualHosts:
-    """The root resource for ``site``: host table over per-host route tables."""
+    """The root resource for ``site``: host table over per-host route tables.
+
+    The TLS contexts are built here too (``context.shared["tls"]``, by
+    endpoint) so that check and reload validate certificates with the rest.
+    """
+    context.shared["tls"] = build_tls(site)
     table: HostTable[RouteTable] = HostTable()
     for host in site.hosts:
         routes = build_routes(host, context)
@@ -56,7 +62,8 @@ def build_root(site: c.Site, context: BuildContext) -> VirtualHosts:
 
 def build_routes(host: c.Host, context: BuildContext) -> RouteTable:
     return RouteTable(
-        {prefix: build_service(service, context) for prefix, service in host.routes.items()}
+        {prefix: build_service(service, context) for prefix, service in host.routes.items()},
+        guard=host_guard(host, context.site),
     )
 
 

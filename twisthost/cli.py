@@ -13,6 +13,7 @@ import sys
 from .config import TLS, Site
 from .errors import ConfigError
 from .service import prepare
+from .tls import describe as describe_tls
 
 
 def routing_table(site: Site) -> list[str]:
@@ -42,6 +43,9 @@ def check(args) -> int:
         return 1
     print(f"config {prepared.path}: OK")
     print("\n".join(routing_table(prepared.site)))
+    if prepared.context.shared.get("tls"):
+        print("tls certificates:")
+        print("\n".join(describe_tls(prepared.context.shared["tls"])))
     return 0
 
 

@@ -596,16 +596,78 @@ class CGI(Service):
 
 @spec
 class TLS(Spec):
-    """A TLS listener: ``TLS("tcp:8443", cert=..., key=...)`` in ``Site(listen=...)``."""
+    """A TLS listener in ``Site(listen=...)``: ``TLS("tcp:443", cert=..., key=...)``.
 
-    endpoint: str = option(doc="Twisted server endpoint string for the socket, e.g. 'tcp:8443'.", positional=True)
-    cert: str = option(doc="PEM certificate (chain) file, relative to the config file.")
-    key: str = option(doc="PEM private key file, relative to the config file.")
+    It serves every certificate of the site, chosen by SNI: each
+    ``Host(cert=...)`` for that host's names, each certificate in
+    ``certs_dir`` for the names it lists, and ``cert`` (also the default for
+    clients without SNI or naming an unknown host).  Wildcards match one
+    label, as in certificates.  TLS 1.2+ with Mozilla "intermediate" ciphers,
+    no compression, session resumption, and HTTP/2 over ALPN.  Certificates
+    are re-read on reload.  See docs/tls.md.
+    """
+
+    endpoint: str = option(doc="Twisted server endpoint for the plain socket the TLS runs over, e.g. 'tcp:443', 'systemd:domain=INET:index=1'.", positional=True)
+    cert: Any = option(None, doc="PEM certificate chain (leaf first, e.g. certbot's fullchain.pem); the default certificate. Relative to the config file.")
+    key: Any = option(None, doc="PEM private key of `cert`; None when the key is in the `cert` file.")
+    certs_dir: Any = option(None, doc="Folder of .pem files (certificate chains and keys, paired by key), served for the names each certificate lists.")
+    default: Any = option(None, doc="Host name whose certificate goes to clients without SNI or with unknown names; needed when there are several certificates and no `cert`.")
+    min_version: str = option("1.2", doc="Lowest TLS version accepted: '1.2' or '1.3'.")
+    client_ca: Any = option(None, doc="PEM file of the CA(s) whose client certificates are accepted (mutual TLS).")
+    verify_client: Any = option(None, doc="With `client_ca`: 'required' (the default then: no certificate, no connection) or 'optional'.")
+    http2: bool = option(True, doc="Offer HTTP/2 via ALPN (needs the h2 package); False serves HTTP/1.1 only.")
 
     def check(self) -> None:
         check_endpoint(self.endpoint, self.where, "TLS(endpoint)")
-        self.want_path("cert", "file")
-        self.want_path("key", "file")
+        if re.match(r"^(ssl|tls):", self.endpoint):
+            raise self.fail(
+                f"TLS({self.endpoint!r}): give the plain socket endpoint, TLS(...) adds the TLS",
+                f"write TLS({re.sub(r'^(ssl|tls):', 'tcp:', self.endpoint).split(':privateKey')[0]!r}, cert=..., key=...)",
+            )
+        self.want_path("cert", "file", optional=True)
+        self.want_path("key", "file", optional=True)
+        if self.key is not None and self.cert is None:
+            raise self.fail("TLS(key=...) without cert=...", "give both, or neither")
+        self.want_path("certs_dir", "dir", optional=True)
+        if self.default is not None:
+            self._set("default", normalize_host(self.want("default", str, "a host name")))
+        if self.min_version not in ("1.2", "1.3"):
+            raise self.fail(f"TLS(min_version=...) must be '1.2' or '1.3', got {self.min_version!r}",
+                            "older versions are insecure and not offered")
+        self.want_path("client_ca", "file", optional=True)
+        if self.verify_client is None and self.client_ca is not None:
+            self._set("verify_client", "required")
+        if self.verify_client is not None:
+            if self.verify_client not in ("optional", "required"):
+                raise self.fail(f"TLS(verify_client=...) must be 'optional' or 'required', got {self.verify_client!r}")
+            if self.client_ca is None:
+                raise self.fail(f"TLS(verify_client={self.verify_client!r}) needs client_ca=...",
+                                "client_ca is the PEM file of the CA that signs client certificates")
+        self.want("http2", bool, "True or False")
+
+
+@spec
+class HSTS(Spec):
+    """``Strict-Transport-Security`` for ``Host(hsts=...)``, sent on HTTPS responses only.
+
+    ``preload`` follows hstspreload.org's rules: it needs
+    ``include_subdomains`` and a max-age of at least a year.
+    """
+
+    max_age: int = option(31536000, doc="Seconds browsers remember to use HTTPS only (a year by default).", positional=True)
+    include_subdomains: bool = option(False, doc="Also cover every subdomain of the host.")
+    preload: bool = option(False, doc="Ask to be put on browsers' preload lists (hard to undo).")
+
+    def check(self) -> None:
+        self.want_number("max_age", 0, integer=True)
+        self.want("include_subdomains", bool, "True or False")
+        self.want("preload", bool, "True or False")
+        if self.preload and not (self.include_subdomains and self.max_age >= 31536000):
+            raise self.fail("HSTS(preload=True) needs include_subdomains=True and max_age >= 31536000",
+                            "the preload list refuses anything less")
+
+    def header_value(self) -> str:
+        return f"max-age={self.max_age}" + "; includeSubDomains" * self.include_subdomains + "; preload" * self.preload
 
 
 def check_endpoint(value: Any, where: Where | None, label: str) -> str:
@@ -685,8 +747,16 @@ class Host(Spec):
     service: Any = option(None, doc="The service mounted at '/' (same as routes={'/': service}).", positional=True)
     routes: Any = option(None, doc="Mapping of path prefix ('/api') to service; longest prefix wins.")
     aliases: tuple = option((), doc="More names (exact or wildcard) for the same host.")
+    cert: Any = option(None, doc="PEM certificate chain served by TLS(...) listeners for this host's names (SNI). Relative to the config file.")
+    key: Any = option(None, doc="PEM private key of `cert`; None when the key is in the `cert` file.")
+    https_redirect: Any = option(False, doc="True: plain-HTTP requests get 308 to https:// (same host, path and query; port of the first TLS listener). A port number picks the port.")
+    hsts: Any = option(None, doc="Strict-Transport-Security on HTTPS responses: True, a max-age in seconds, or HSTS(...).")
+    access_log: Any = option("site", doc="This host's access log: 'site' uses Site(access_log=...); a path, '-' or None overrides it.")
+    log_format: str = option("site", doc="This host's log format: 'site' uses Site(log_format=...); otherwise as there.")
 
     def check(self) -> None:
+        self._check_tls()
+        check_access_log(self, inherit=True)
         if isinstance(self.name, Service) and self.service is None:
             self._set("service", self.name)
             self._set("name", None)
@@ -725,6 +795,24 @@ class Host(Spec):
 
     def names(self) -> tuple:
         return ((self.name,) if self.name else ()) + self.aliases
+
+    def _check_tls(self) -> None:
+        self.want_path("cert", "file", optional=True)
+        self.want_path("key", "file", optional=True)
+        if self.key is not None and self.cert is None:
+            raise self.fail("Host(key=...) without cert=...", "give both, or neither")
+        redirect = self.https_redirect
+        if not isinstance(redirect, bool):
+            self.want_number("https_redirect", 1, 65535, integer=True)
+        if self.hsts is True or (type(self.hsts) is int and self.hsts > 0):
+            self._set("hsts", HSTS() if self.hsts is True else HSTS(max_age=self.hsts))
+            object.__setattr__(self.hsts, "where", self.where)
+        elif self.hsts is not None and not isinstance(self.hsts, HSTS):
+            raise self.fail(
+                f"Host(hsts=...) expects True, a max-age in seconds or HSTS(...), got {self.hsts!r}",
+                "e.g. hsts=HSTS(max_age=31536000, include_subdomains=True)",
+            )
+
 
     def _host_name(self, name: str) -> str:
         normal = normalize_host(name)

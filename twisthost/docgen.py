@@ -15,6 +15,7 @@ CLASSES = [
     config.Site,
     config.Host,
     config.TLS,
+    config.HSTS,
     config.WSGI,
     config.Static,
     config.Proxy,

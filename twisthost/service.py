@@ -14,6 +14,7 @@ from twisted.application.service import MultiService
 from twisted.internet import endpoints
 from twisted.logger import Logger
 
+from . import tls
 from .build import BuildContext, build_root
 from .config import TLS, Site
 from .errors import ConfigError
@@ -54,8 +55,15 @@ class HostService(MultiService):
 
     def listener(self, item) -> StreamServerEndpointService:
         if isinstance(item, TLS):
-            raise ConfigError("TLS listeners are not available yet in this version", item.where)
-        endpoint = endpoints.serverFromString(self.reactor, item)
+            # Each new connection asks for the current certificates: a reload
+            # swaps them without touching established connections.
+            endpoint = tls.TLSEndpoint(
+                endpoints.serverFromString(self.reactor, item.endpoint),
+                lambda: self.current.context.shared["tls"][item.endpoint],
+                self.reactor,
+            )
+        else:
+            endpoint = endpoints.serverFromString(self.reactor, item)
         service = StreamServerEndpointService(endpoint, self.factory)
         service._raiseSynchronously = True  # a port in use must stop twistd, not log and go on
         return service

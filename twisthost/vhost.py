@@ -84,9 +84,16 @@ def host_from_header(value: bytes | None) -> str | None:
 
 
 class RouteTable:
-    """Path prefixes of one host, matched on whole segments, longest first."""
+    """Path prefixes of one host, matched on whole segments, longest first.
 
-    def __init__(self, routes: dict[str, Resource]):
+    ``guard(request, host_name)``, when given, runs first and may answer
+    instead (the https redirect and HSTS of ``tls.host_guard``).
+    """
+
+    def __init__(self, routes: dict[str, Resource], guard=None, label: str = "", access_log=None):
+        self.guard = guard
+        self.label = label  # the host's name in logs and metrics
+        self.access_log = access_log
         self.routes = sorted(
             ((_segments(prefix), resource) for prefix, resource in routes.items()),
             key=lambda item: len(item[0]),
@@ -139,6 +146,10 @@ class VirtualHosts(Resource):
         table = self.hosts.lookup(name)
         if table is None:
             return _NO_HOST
+        if table.guard is not None:
+            answer = table.guard(request, name)
+            if answer is not None:
+                return answer
         segments = request.postpath
         if len(segments) > 1 and segments[-1] == b"":
             segments = segments[:-1]
