@@ -1,0 +1,217 @@
+"""Access logs, request ids, the admin listener, metrics and the status page."""
+
+import json
+import os
+import re
+import signal
+import time
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import free_port, raw_request
+
+# The Apache/nginx combined format as log tools parse it; the client IP is bare.
+COMBINED = re.compile(
+    r'^(?P<remote>[0-9a-f.:]+) - - \[(?P<time>[^\]]+)\] "(?P<method>\S+) (?P<target>\S+) (?P<proto>[^"]+)" '
+    r'(?P<status>\d{3}) (?P<bytes>\d+) "(?P<referer>(?:[^"\\]|\\x[0-9A-F]{2})*)" '
+    r'"(?P<agent>(?:[^"\\]|\\x[0-9A-F]{2})*)"$'
+)
+
+
+def wait_for_lines(path, count, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            if len(lines) >= count:
+                return lines
+        time.sleep(0.1)
+    raise AssertionError(f"{path} has fewer than {count} lines")
+
+
+@pytest.fixture
+def logged(tmp_path, serve):
+    admin_port = free_port()
+    server = serve(f"""
+        from twisthost import Site, Host, Redirect
+        site = Site(
+            hosts=[
+                Host("a.test", Redirect("/to")),
+                Host("j.test", Redirect("/to"), access_log="json.log", log_format="json"),
+                Host("quiet.test", Redirect("/to"), access_log=None),
+                Host("t.test", Redirect("/to"), access_log="custom.log",
+                     log_format="{{remote}} {{host}} {{status}} {{path}} {{request_id}}"),
+            ],
+            access_log="access.log",
+            admin="tcp:{admin_port}:interface=127.0.0.1",
+        )
+    """)
+    server.admin_port = admin_port
+    return server
+
+
+def admin_get(server, path, headers=None):
+    request = urllib.request.Request(f"http://127.0.0.1:{server.admin_port}{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def test_combined_line_parses_and_ip_is_bare(tmp_path, logged):
+    logged.request(path="/p?q=1", host="a.test",
+                   headers={"User-Agent": 'evil" agent', "Referer": "http://r.test/"})
+    logged.request(path="/x", host="nobody.test")  # unknown host: still logged
+    line, unknown = wait_for_lines(tmp_path / "access.log", 2)
+    match = COMBINED.match(line)
+    assert match, line
+    assert match["remote"] == "127.0.0.1"
+    assert (match["method"], match["target"], match["status"]) == ("GET", "/p?q=1", "301")
+    assert match["agent"] == "evil\\x22 agent"
+    assert match["referer"] == "http://r.test/"
+    assert COMBINED.match(unknown)["status"] == "404"
+
+
+def test_json_lines_are_valid_with_hostile_headers(tmp_path, logged):
+    raw_request(logged.port, b'GET /a%22b?x="1" HTTP/1.1\r\nHost: j.test\r\n'
+                             b'User-Agent: caf\xc3\xa9 "quoted" \\ back\r\nConnection: close\r\n\r\n')
+    logged.request(path="/two", host="j.test")
+    first, second = (json.loads(line) for line in wait_for_lines(tmp_path / "json.log", 2))
+    assert first["user_agent"] == 'café "quoted" \\ back'
+    assert first["host"] == "j.test" and first["route"] == "/"
+    assert first["status"] == 301 and first["method"] == "GET"
+    assert first["query"] == 'x="1"'
+    assert isinstance(first["duration_ms"], float)
+    assert re.fullmatch(r"[0-9a-f]{32}", first["request_id"])
+    assert second["path"] == "/two"
+
+
+def test_custom_format_and_per_host_off(tmp_path, logged):
+    logged.request(path="/c", host="t.test", headers={"X-Request-ID": "abc-123"})
+    logged.request(path="/q", host="quiet.test")
+    logged.request(path="/a", host="a.test")
+    (line,) = wait_for_lines(tmp_path / "custom.log", 1)
+    assert line == "127.0.0.1 t.test 301 /c abc-123"
+    lines = wait_for_lines(tmp_path / "access.log", 1)
+    assert not any("/q" in line for line in lines)  # quiet.test logs nowhere
+
+
+def test_secrets_are_not_logged(tmp_path, logged):
+    logged.request(path="/s", host="j.test",
+                   headers={"Authorization": "Bearer SECRET-TOKEN-1", "Cookie": "session=SECRET-COOKIE-2"})
+    text = "\n".join(wait_for_lines(tmp_path / "json.log", 1))
+    assert "SECRET" not in text
+
+
+def test_request_id_generated_kept_or_replaced(logged):
+    _, headers, _ = logged.request(host="a.test")
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["X-Request-ID"])
+    _, headers, _ = logged.request(host="a.test", headers={"X-Request-ID": "client-id.42"})
+    assert headers["X-Request-ID"] == "client-id.42"
+    _, headers, _ = logged.request(host="a.test", headers={"X-Request-ID": "bad id <script>"})
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["X-Request-ID"])
+
+
+def test_usr1_reopens_access_log(tmp_path, logged):
+    logged.request(path="/before", host="a.test")
+    wait_for_lines(tmp_path / "access.log", 1)
+    os.rename(tmp_path / "access.log", tmp_path / "access.log.1")
+    logged.signal(signal.SIGUSR1)
+    time.sleep(0.5)
+    logged.request(path="/after", host="a.test")
+    (line,) = wait_for_lines(tmp_path / "access.log", 1)
+    assert "/after" in line
+    assert "/after" not in (tmp_path / "access.log.1").read_text()
+
+
+def test_metrics_parse_and_count(logged):
+    for _ in range(3):
+        logged.request(host="a.test")
+    logged.request(host="nobody.test")
+    status, headers, body = admin_get(logged, "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+    assert samples[("twisthost_requests_total", (("host", "a.test"), ("route", "/"), ("status", "3xx")))] == 3
+    assert samples[("twisthost_requests_total", (("host", "-"), ("route", "-"), ("status", "4xx")))] == 1
+    assert samples[("twisthost_request_duration_seconds_count", (("host", "a.test"), ("route", "/")))] == 3
+    assert samples[("twisthost_requests_in_flight", ())] == 0
+
+
+def test_health_ready_and_status_json(logged):
+    assert admin_get(logged, "/healthz")[:1] == (200,)
+    status, _, body = admin_get(logged, "/readyz")
+    assert (status, body) == (200, b"ready\n")
+    logged.request(host="a.test")
+    status, _, body = admin_get(logged, "/status.json")
+    data = json.loads(body)
+    (row,) = [r for r in data["routes"] if r["host"] == "a.test"]
+    assert row["total"] == 1 and len(row["series"]) == 30 and row["series"][-1] == 1
+    assert admin_get(logged, "/nope")[0] == 404
+    assert admin_get(logged, "/healthz/x")[0] == 404 or admin_get(logged, "/healthz/x")[0] == 200
+
+
+def test_status_page_renders_without_javascript(logged):
+    logged.request(host="a.test")
+    status, headers, body = admin_get(logged, "/status")
+    page = body.decode()
+    assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "<table id=\"routes\">" in page and "a.test" in page and "<svg class=\"spark\"" in page
+    assert "http://" not in page.replace("http://r.test", "")  # self-contained: no external assets
+
+
+def test_admin_token(tmp_path, serve):
+    admin_port = free_port()
+    server = serve(f"""
+        from twisthost import Site, Redirect
+        site = Site(default=Redirect("/"), admin="tcp:{admin_port}:interface=127.0.0.1", admin_token="s3cret")
+    """)
+    server.admin_port = admin_port
+    assert admin_get(server, "/healthz")[0] == 200
+    status, headers, _ = admin_get(server, "/metrics")
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    assert admin_get(server, "/metrics", {"Authorization": "Bearer wrong"})[0] == 401
+    assert admin_get(server, "/metrics", {"Authorization": "Bearer s3cret"})[0] == 200
+    assert admin_get(server, "/status?token=s3cret")[0] == 200
+
+
+def test_reloads_are_counted(tmp_path, logged):
+    logged.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        data = json.loads(admin_get(logged, "/status.json")[2])
+        if data["reloads"]:
+            break
+        time.sleep(0.2)
+    assert data["reloads"][-1]["ok"] is True
+    (tmp_path / "site.py").write_text("site = 1\n")
+    logged.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        data = json.loads(admin_get(logged, "/status.json")[2])
+        if len(data["reloads"]) == 2:
+            break
+        time.sleep(0.2)
+    assert data["reloads"][-1]["ok"] is False and "site.py:1" in data["reloads"][-1]["detail"]
+    assert logged.request(host="a.test")[0] == 301  # old config still served
+
+
+@pytest.mark.parametrize("source, message", [
+    ("Site(log_format='{remote} {nope}')", "log_format fields must be among"),
+    ("Site(access_log='no/such/folder/a.log')", "does not exist"),
+    ("Site(admin='tcp:nope')", "invalid listen endpoint 'tcp:nope'"),
+])
+def test_config_errors(tmp_path, source, message):
+    from twisthost.errors import ConfigError
+    from twisthost.loader import load
+    path = tmp_path / "site.py"
+    path.write_text(f"from twisthost import Site\nsite = {source}\n")
+    with pytest.raises(ConfigError) as caught:
+        load(str(path))
+    assert f"site.py:2: error:" in str(caught.value) and message in str(caught.value)

@@ -1,0 +1,163 @@
+"""The admin listener: /healthz, /readyz, /metrics, /status and /status.json.
+
+It runs on its own endpoint (loopback by default, off unless configured), so
+probes and scrapes never compete with, or get routed like, user traffic.
+With ``admin_token`` every path but /healthz needs ``Authorization: Bearer
+<token>`` (or ``?token=`` for a browser opening /status).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import endpoints
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from . import statuspage
+from .pages import write_error
+
+
+class AdminState:
+    """What the admin pages read: metrics, and the currently served build."""
+
+    def __init__(self, metrics, current, token: str | None):
+        self.metrics = metrics
+        self.current = current  # callable -> service.Prepared now being served
+        self.token = token
+        self.started = time.time()
+
+    def sources(self) -> dict:
+        context = self.current().context
+        return {name: rows() for name, rows in context.status_sources.items()}
+
+    def readiness(self) -> list:
+        return [check() for check in self.current().context.readiness]
+
+    def snapshot(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "uptime": time.time() - self.started,
+            "config": self.current().path,
+            "routes": self.metrics.routes(),
+            "sources": self.sources(),
+            "reloads": list(self.metrics.reload_log),
+        }
+
+
+class SourceCollector:
+    """Prometheus gauges from the status sources: each numeric column of each row.
+
+    ``pools`` rows ``{"name": "app", "busy": 3}`` become
+    ``twisthost_pools_busy{name="app"} 3``; string columns become labels.
+    """
+
+    def __init__(self, state: AdminState):
+        self.state = state
+
+    def collect(self):
+        for source, rows in self.state.sources().items():
+            families: dict = {}
+            for row in rows:
+                labels = {k: str(v) for k, v in row.items() if isinstance(v, str)}
+                for key, value in row.items():
+                    if isinstance(value, (int, float)):  # bools too: up=1/0
+                        family = families.get(key)
+                        if family is None:
+                            family = families[key] = GaugeMetricFamily(
+                                f"twisthost_{source}_{key}", f"{source} {key}", labels=sorted(labels)
+                            )
+                        family.add_metric([labels[k] for k in sorted(labels)], float(value))
+            yield from families.values()
+
+
+class AdminPage(Resource):
+    isLeaf = True
+
+    def __init__(self, state: AdminState, needs_token: bool = True):
+        super().__init__()
+        self.state = state
+        self.needs_token = needs_token
+
+    def render(self, request):
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            return write_error(request, 405)
+        if self.needs_token and not self.authorized(request):
+            request.setHeader(b"www-authenticate", b'Bearer realm="twisthost admin"')
+            return write_error(request, 401, "An admin token is required.")
+        content_type, body = self.answer(request)
+        request.setHeader(b"content-type", content_type)
+        request.setHeader(b"cache-control", b"no-store")
+        return body
+
+    def authorized(self, request) -> bool:
+        token = self.state.token
+        if token is None:
+            return True
+        header = request.getHeader(b"authorization") or b""
+        given = header[7:] if header[:7].lower() == b"bearer " else (request.args.get(b"token") or [b""])[0]
+        return hmac.compare_digest(given, token.encode())
+
+    def answer(self, request) -> tuple[bytes, bytes]:
+        raise NotImplementedError
+
+
+class Health(AdminPage):
+    def answer(self, request):
+        return b"text/plain; charset=utf-8", b"ok\n"
+
+
+class Ready(AdminPage):
+    def answer(self, request):
+        checks = self.state.readiness()
+        failed = [f"{name}: {detail}" for name, ok, detail in checks if not ok]
+        if failed:
+            request.setResponseCode(503)
+            return b"text/plain; charset=utf-8", ("not ready\n" + "\n".join(failed) + "\n").encode()
+        return b"text/plain; charset=utf-8", b"ready\n"
+
+
+class MetricsPage(AdminPage):
+    def answer(self, request):
+        return CONTENT_TYPE_LATEST.encode(), generate_latest(self.state.metrics.registry)
+
+
+class StatusJSON(AdminPage):
+    def answer(self, request):
+        return b"application/json", json.dumps(self.state.snapshot()).encode()
+
+
+class StatusPage(AdminPage):
+    def answer(self, request):
+        return b"text/html; charset=utf-8", statuspage.render(self.state.snapshot()).encode()
+
+
+class AdminSite(server.Site):
+    """Admin requests are not access-logged: scrapes every few seconds are noise."""
+
+    displayTracebacks = False
+
+    def log(self, request):
+        pass
+
+
+def admin_service(endpoint: str, state: AdminState, reactor) -> StreamServerEndpointService:
+    state.metrics.registry.register(SourceCollector(state))
+    root = Resource()
+    root.putChild(b"healthz", Health(state, needs_token=False))
+    root.putChild(b"readyz", Ready(state))
+    root.putChild(b"metrics", MetricsPage(state))
+    root.putChild(b"status", StatusPage(state))
+    root.putChild(b"status.json", StatusJSON(state))
+    service = StreamServerEndpointService(
+        endpoints.serverFromString(reactor, endpoint), AdminSite(root)
+    )
+    service._raiseSynchronously = True
+    return service

@@ -1,0 +1,117 @@
+"""Request metrics: Prometheus series plus short rolling windows for /status.
+
+Prometheus answers "how much, over time"; the status page answers "what is
+it doing right now", which needs recent rates and percentiles per host and
+route.  Both are fed by one call per finished request, so the cost on the
+request path is a few dictionary updates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# The *_created series double the scrape size and no dashboard here uses them.
+disable_created_metrics()
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+WINDOW_SECONDS = 10  # one sparkline point
+WINDOWS = 30  # five minutes of history
+LATENCY_SAMPLES = 512  # recent durations kept per route for percentiles
+
+
+def status_class(code: int) -> str:
+    return f"{code // 100}xx" if 100 <= code < 600 else "other"
+
+
+class RouteWindow:
+    """Recent traffic of one host/route: counts per 10 s and recent latencies."""
+
+    def __init__(self):
+        self.counts: deque = deque(maxlen=WINDOWS)  # [window start, requests, errors]
+        self.latencies: deque = deque(maxlen=LATENCY_SAMPLES)
+        self.total = 0
+
+    def add(self, now: float, seconds: float, error: bool) -> None:
+        start = now - now % WINDOW_SECONDS
+        if not self.counts or self.counts[-1][0] != start:
+            self.counts.append([start, 0, 0])
+        self.counts[-1][1] += 1
+        self.counts[-1][2] += error
+        self.latencies.append(seconds)
+        self.total += 1
+
+    def summary(self, now: float) -> dict:
+        """Rates over the last minute, percentiles of recent requests, a series for sparklines."""
+        since = now - 60
+        recent = [c for c in self.counts if c[0] >= since - WINDOW_SECONDS]
+        requests = sum(c[1] for c in recent)
+        errors = sum(c[2] for c in recent)
+        ordered = sorted(self.latencies)
+        series = {c[0]: c[1] for c in self.counts}
+        first = now - now % WINDOW_SECONDS - (WINDOWS - 1) * WINDOW_SECONDS
+        return {
+            "total": self.total,
+            "rate": round(requests / 60, 3),
+            "error_rate": round(errors / requests, 4) if requests else 0.0,
+            "p50_ms": _percentile(ordered, 0.50),
+            "p99_ms": _percentile(ordered, 0.99),
+            "series": [series.get(first + i * WINDOW_SECONDS, 0) for i in range(WINDOWS)],
+        }
+
+
+def _percentile(ordered: list, q: float) -> float | None:
+    if not ordered:
+        return None
+    index = min(len(ordered) - 1, int(q * len(ordered)))
+    return round(ordered[index] * 1000, 3)
+
+
+class Metrics:
+    """One process's request metrics, in its own Prometheus registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        labels = ("host", "route")
+        self.requests = Counter("twisthost_requests", "Finished HTTP requests.",
+                                labels + ("status",), registry=self.registry)
+        self.duration = Histogram("twisthost_request_duration_seconds",
+                                  "Time from routing to the last byte.", labels,
+                                  buckets=BUCKETS, registry=self.registry)
+        self.sent = Counter("twisthost_response_bytes", "Response body bytes sent.", labels,
+                            registry=self.registry)
+        self.in_flight = Gauge("twisthost_requests_in_flight", "Requests routed and not finished.",
+                               registry=self.registry)
+        self.reloads = Counter("twisthost_config_reloads", "Config reloads by result.", ("result",),
+                               registry=self.registry)
+        self.windows: dict[tuple[str, str], RouteWindow] = {}
+        self.reload_log: deque = deque(maxlen=10)
+
+    def started(self, request) -> None:
+        """Count ``request`` in flight until it finishes or its client goes away."""
+        self.in_flight.inc()
+        request.notifyFinish().addBoth(lambda _: self.in_flight.dec())
+
+    def finished(self, entry: dict) -> None:
+        host, route = entry["host"] or "-", entry["route"] or "-"
+        seconds = (entry["duration_ms"] or 0) / 1000
+        self.requests.labels(host, route, status_class(entry["status"])).inc()
+        self.duration.labels(host, route).observe(seconds)
+        self.sent.labels(host, route).inc(entry["bytes"] or 0)
+        window = self.windows.get((host, route))
+        if window is None:
+            window = self.windows[(host, route)] = RouteWindow()
+        window.add(time.time(), seconds, entry["status"] >= 500)
+
+    def reloaded(self, ok: bool, detail: str = "") -> None:
+        self.reloads.labels("ok" if ok else "failed").inc()
+        self.reload_log.append({"time": time.time(), "ok": ok, "detail": detail})
+
+    def routes(self) -> list[dict]:
+        now = time.time()
+        return [
+            {"host": host, "route": route, **window.summary(now)}
+            for (host, route), window in sorted(self.windows.items())
+        ]

@@ -1,0 +1,29 @@
+"""What happens when a request finishes: its access-log line and its metrics.
+
+Replaces Twisted's per-request legacy log call (``HTTPFactory.log``).  The
+router leaves ``request.notes`` (host, route, start time, request id, the
+host's access log); requests that never reached a host (400, unknown host)
+go to the site's log.
+"""
+
+from __future__ import annotations
+
+from .forwarded import resolve_client
+from .logs import access_log_for, record
+
+
+class RequestObserver:
+    """Per built config: the site's access log and the trusted-proxy policy."""
+
+    def __init__(self, context, metrics):
+        self.trusted = context.site.trusted_proxies
+        self.site_log = access_log_for(context.site, context.site, context)
+        self.metrics = metrics
+
+    def finished(self, request) -> None:
+        entry = record(request, resolve_client(request, self.trusted).addr)
+        notes = getattr(request, "notes", None)
+        logger = notes.logger if notes is not None else self.site_log
+        if logger is not None:
+            logger.write(entry)
+        self.metrics.finished(entry)
