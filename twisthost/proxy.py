@@ -89,12 +89,21 @@ class Gateway(Service):
 
 
 class _ClientProtocol(HTTP11ClientProtocol):
-    """Twisted's HTTP/1.1 client, telling which headers the upstream's ``Connection`` lists.
+    """Twisted's HTTP/1.1 client with TCP_NODELAY, telling which headers the
+    upstream's ``Connection`` lists.
 
     ``Response.headers`` leaves out ``Connection`` itself, yet the names it
     lists are hop-by-hop too and must not reach the client; the parser that
     saw it is only reachable here, so each response gets ``hop_by_hop``.
     """
+
+    def connectionMade(self):
+        super().connectionMade()
+        # Request head and body are separate writes: without TCP_NODELAY the
+        # body can wait for the upstream's delayed ACK (40 ms), like nginx's tcp_nodelay.
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
 
     def request(self, request):
         d = super().request(request)
