@@ -19,6 +19,7 @@ run: $(STAMP)
 	$(BIN)/twistd -n --pidfile= twisthost --config examples/site.py
 
 test: $(STAMP)
+	bash .ci/system-deps
 	$(BIN)/python -m pytest -q
 
 check: $(STAMP)
