@@ -215,3 +215,18 @@ def test_config_errors(tmp_path, source, message):
     with pytest.raises(ConfigError) as caught:
         load(str(path))
     assert f"site.py:2: error:" in str(caught.value) and message in str(caught.value)
+
+
+def test_status_command_prints_tables(tmp_path, logged):
+    import subprocess
+
+    from conftest import BIN
+    logged.request(host="a.test")
+    result = subprocess.run([str(BIN / "twisthost"), "status", str(logged.config)],
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert "hosts and routes:" in result.stdout
+    assert re.search(r"a\.test\s+/\s+\S+\s+0\.0%", result.stdout)
+    down = subprocess.run([str(BIN / "twisthost"), "status", "--url", f"http://127.0.0.1:{free_port()}"],
+                          capture_output=True, text=True, timeout=20)
+    assert down.returncode == 1 and "cannot fetch" in down.stderr

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from .config import TLS, Site
+from . import statuscli
 from .errors import ConfigError
 from .service import prepare
 from .tls import describe as describe_tls
@@ -55,5 +56,6 @@ def main(argv=None) -> int:
     check_parser = commands.add_parser("check", help="validate a config and print its routing table")
     check_parser.add_argument("config", nargs="?", default="site.py", help="path of site.py")
     check_parser.set_defaults(run=check)
+    statuscli.add_parser(commands)
     args = parser.parse_args(argv)
     return args.run(args)
