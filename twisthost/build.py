@@ -27,7 +27,7 @@ BUILDERS = {
     c.Static: "twisthost.static:build_static",
     c.Proxy: "twisthost.proxy:build_proxy",
     c.Scripts: "twisthost.scripts:build_scripts",
-    c.CGI: "twisthost.scripts:build_cgi",
+    c.CGI: "twisthost.cgi:build_cgi",
 }
 
 
