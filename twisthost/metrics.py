@@ -82,6 +82,12 @@ class Metrics:
                                   buckets=BUCKETS, registry=self.registry)
         self.sent = Counter("twisthost_response_bytes", "Response body bytes sent.", labels,
                             registry=self.registry)
+        self.queue_wait = Histogram("twisthost_wsgi_queue_wait_seconds",
+                                    "Time WSGI requests waited for a pool thread.", labels,
+                                    buckets=BUCKETS, registry=self.registry)
+        self.upstream_time = Histogram("twisthost_upstream_duration_seconds",
+                                       "Proxy: time to the upstream's response head.",
+                                       labels + ("upstream",), buckets=BUCKETS, registry=self.registry)
         self.in_flight = Gauge("twisthost_requests_in_flight", "Requests routed and not finished.",
                                registry=self.registry)
         self.reloads = Counter("twisthost_config_reloads", "Config reloads by result.", ("result",),
@@ -100,6 +106,10 @@ class Metrics:
         self.requests.labels(host, route, status_class(entry["status"])).inc()
         self.duration.labels(host, route).observe(seconds)
         self.sent.labels(host, route).inc(entry["bytes"] or 0)
+        if entry["queue_ms"] is not None:
+            self.queue_wait.labels(host, route).observe(entry["queue_ms"] / 1000)
+        if entry["upstream_ms"] is not None:
+            self.upstream_time.labels(host, route, entry["upstream"] or "-").observe(entry["upstream_ms"] / 1000)
         window = self.windows.get((host, route))
         if window is None:
             window = self.windows[(host, route)] = RouteWindow()
