@@ -4,7 +4,7 @@
 #   make run          # or: twistd -n twisthost --config examples/site.py
 #   curl http://app.localhost:8080/
 #   twisthost check examples/site.py
-from twisthost import Host, Redirect, Resource, Site
+from twisthost import CGI, Host, Redirect, Resource, Scripts, Site
 
 site = Site(
     listen=["tcp:8080:interface=127.0.0.1"],
@@ -15,6 +15,11 @@ site = Site(
         Host("tools.localhost", routes={
             "/": Resource("demo_resources:hello"),
             "/old": Redirect("http://app.localhost:8080/", status=308),
+        }),
+        # .rpy scripts from the repo's rpy/ folder, and CGI scripts (examples/cgi-bin).
+        Host("scripts.localhost", routes={
+            "/": Scripts("../rpy"),
+            "/cgi-bin": CGI("cgi-bin", interpreters={".py": "python3", ".pl": "perl"}, timeout=10),
         }),
         # A wildcard: any other name under .localhost goes to the app.
         Host("*.localhost", Redirect("http://app.localhost:8080")),

@@ -103,8 +103,9 @@ class ConfigServer(Server):
             for port in ports:
                 wait_for_port(port, self.proc)
         except RuntimeError:
+            output = self.log()
             self.stop()
-            raise RuntimeError(f"twistd did not start:\n{self.log()}") from None
+            raise RuntimeError(f"twistd did not start:\n{output}") from None
 
 
 def client_context(ca: CA | None = None, *, alpn=None, cert=None, **versions) -> ssl.SSLContext:
@@ -151,3 +152,57 @@ def tls_get(port: int, context: ssl.SSLContext, sni: str | None, host: str | Non
             chunks.append(chunk)
         return Fetched(b"".join(chunks), sock.getpeercert(binary_form=True), sock.version(),
                        sock.session, sock.session_reused, sock.selected_alpn_protocol())
+
+
+def h2_request(port: int, sni: str, method: str = "GET", path: str = "/", body: bytes = b"",
+               headers=(), context: ssl.SSLContext | None = None) -> tuple[int, dict, bytes]:
+    """One request with the ``h2`` library over a fresh connection negotiating h2 by ALPN."""
+    import h2.config
+    import h2.connection
+
+    context = context or client_context(None, alpn=["h2"])
+    sock = context.wrap_socket(
+        socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname=sni)
+    with sock:
+        assert sock.selected_alpn_protocol() == "h2"
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        request_headers = [(":method", method), (":path", path), (":scheme", "https"),
+                           (":authority", sni), *headers]
+        if body:
+            request_headers.append(("content-length", str(len(body))))
+        conn.send_headers(1, request_headers, end_stream=not body)
+        sock.sendall(conn.data_to_send())
+        response = {}
+        while body:  # respect the server's flow-control window, as a real client must
+            size = min(len(body), conn.local_flow_control_window(1), conn.max_outbound_frame_size)
+            if size == 0:
+                _h2_receive(sock, conn, response)
+                continue
+            conn.send_data(1, body[:size], end_stream=size == len(body))
+            body = body[size:]
+            sock.sendall(conn.data_to_send())
+        while "ended" not in response:
+            _h2_receive(sock, conn, response)
+        return response["status"], response["headers"], response.get("data", b"")
+
+
+def _h2_receive(sock, conn, response: dict) -> None:
+    """Read once from ``sock``, feed ``conn``, record events for stream 1 in ``response``."""
+    import h2.events
+
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise ConnectionError("server closed the HTTP/2 connection")
+    for event in conn.receive_data(chunk):
+        if isinstance(event, h2.events.ResponseReceived):
+            response["headers"] = {k.decode(): v.decode() for k, v in event.headers}
+            response["status"] = int(response["headers"][":status"])
+        elif isinstance(event, h2.events.DataReceived):
+            response["data"] = response.get("data", b"") + event.data
+            conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        elif isinstance(event, h2.events.StreamEnded):
+            response["ended"] = True
+        elif isinstance(event, h2.events.StreamReset):
+            raise ConnectionError(f"stream reset: {event.error_code!r}")
+    sock.sendall(conn.data_to_send())

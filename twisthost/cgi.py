@@ -58,7 +58,7 @@ class CGIFolder(Resource):
         self.root = os.path.realpath(config.folder)
         self.reactor = context.reactor
         self.networks = context.site.trusted_proxies
-        self.base_env = {"PATH": DEFAULT_PATH, **config.env}
+        self.base_env = {"PATH": DEFAULT_PATH, **(config.env or {})}
 
     def locate(self, segments):
         """``(script path, consumed segments, path info segments)`` or None."""
@@ -78,7 +78,7 @@ class CGIFolder(Resource):
 
     def command(self, script: str):
         """argv for ``script``: its interpreter's, or itself if executable; else None."""
-        interpreter = self.config.interpreters.get(os.path.splitext(script)[1].lower())
+        interpreter = (self.config.interpreters or {}).get(os.path.splitext(script)[1].lower())
         if interpreter is not None:
             return [*interpreter, script]
         if os.access(script, os.X_OK):

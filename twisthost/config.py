@@ -618,12 +618,12 @@ class TLS(Spec):
     http2: bool = option(True, doc="Offer HTTP/2 via ALPN (needs the h2 package); False serves HTTP/1.1 only.")
 
     def check(self) -> None:
-        check_endpoint(self.endpoint, self.where, "TLS(endpoint)")
-        if re.match(r"^(ssl|tls):", self.endpoint):
+        if isinstance(self.endpoint, str) and re.match(r"^(ssl|tls):", self.endpoint):
             raise self.fail(
                 f"TLS({self.endpoint!r}): give the plain socket endpoint, TLS(...) adds the TLS",
-                f"write TLS({re.sub(r'^(ssl|tls):', 'tcp:', self.endpoint).split(':privateKey')[0]!r}, cert=..., key=...)",
+                "write e.g. TLS('tcp:443', cert='fullchain.pem', key='privkey.pem')",
             )
+        check_endpoint(self.endpoint, self.where, "TLS(endpoint)")
         self.want_path("cert", "file", optional=True)
         self.want_path("key", "file", optional=True)
         if self.key is not None and self.cert is None:

@@ -257,9 +257,9 @@ class ListenerTLS:
             verify = {"verify": True, "caCerts": _ca_certs(config),
                       "requireCertificate": config.verify_client == "required"}
         options = CertificateOptions(
-            privateKey=crypto.PKey.from_cryptography_key(pair.key),
-            certificate=crypto.X509.from_cryptography(pair.leaf),
-            extraCertChain=[crypto.X509.from_cryptography(cert) for cert in pair.chain],
+            privateKey=pair.key,
+            certificate=pair.leaf,
+            extraCertChain=pair.chain,
             raiseMinimumTo=MIN_VERSIONS[config.min_version],
             acceptableCiphers=INTERMEDIATE_CIPHERS,
             enableSessions=True,
@@ -285,6 +285,7 @@ def _ca_certs(config: c.TLS) -> list:
               if kind == b"CERTIFICATE"]
     if not blocks:
         raise ConfigError(f"TLS(client_ca): no certificate in {config.client_ca}", config.where)
+    # pyOpenSSL's X509Store takes only its own X509 objects.
     return [crypto.X509.from_cryptography(x509.load_pem_x509_certificate(block)) for block in blocks]
 
 
