@@ -230,3 +230,14 @@ def test_status_command_prints_tables(tmp_path, logged):
     down = subprocess.run([str(BIN / "twisthost"), "status", "--url", f"http://127.0.0.1:{free_port()}"],
                           capture_output=True, text=True, timeout=20)
     assert down.returncode == 1 and "cannot fetch" in down.stderr
+
+
+def test_json_error_log(tmp_path, serve):
+    server = serve("""
+        from twisthost import Site, Redirect
+        site = Site(default=Redirect("/"))
+    """, "--log-format", "json")
+    assert server.stop() == 0
+    lines = [json.loads(line) for line in server.log_path.read_text().splitlines()]
+    assert lines and all({"time", "level", "namespace", "message"} <= set(line) for line in lines)
+    assert any("starting up" in line["message"] for line in lines)

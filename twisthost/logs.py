@@ -232,3 +232,64 @@ def access_log_for(spec_, site, context) -> AccessLog | None:
         logs[key] = AccessLog(target, fmt, context.reactor)
         logs[key].setServiceParent(context.services)
     return logs[key]
+
+
+# -------------------------------------------------------------------- the error log
+
+_error_log_target = {"path": None, "nodaemon": True}
+
+
+def use_json_error_log(options) -> None:
+    """Make twistd (``options`` is its ServerOptions) log as JSON lines.
+
+    twistd's ``--logger`` takes the dotted name of an observer factory; the
+    factory reads ``--logfile``/``--nodaemon`` from here.
+    """
+    _error_log_target.update(path=options.get("logfile"), nodaemon=bool(options.get("nodaemon")))
+    options["logger"] = "twisthost.logs.json_error_log"
+
+
+class JSONErrorLog:
+    """A log observer writing ``{"time", "level", "namespace", "message"[, "traceback"]}`` lines.
+
+    Twisted's ``jsonFileLogObserver`` serialises whole events for reloading
+    them later (format strings, flattened fields); log shippers want the
+    rendered message instead.
+    """
+
+    def __init__(self, out):
+        self.out = out
+
+    def __call__(self, event) -> None:
+        from twisted.logger import formatEvent
+
+        level = event.get("log_level")
+        record = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(event.get("log_time", time.time())))
+            + f".{int(event.get('log_time', 0) % 1 * 1000):03d}Z",
+            "level": level.name if level is not None else "info",
+            "namespace": event.get("log_namespace", ""),
+            "message": formatEvent(event),
+        }
+        failure = event.get("log_failure")
+        if failure is not None:
+            record["traceback"] = failure.getTraceback()
+        self.out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.out.flush()
+
+
+def json_error_log():
+    """twisthost's error log as one JSON object per event (``--log-format json``)."""
+    import sys
+
+    from twisted.python.logfile import LogFile
+
+    path = _error_log_target["path"]
+    if path == "-" or (not path and _error_log_target["nodaemon"]):
+        return JSONErrorLog(sys.stdout)
+    from .service import on_reopen
+
+    # No size-based rotation: logrotate moves the file and sends USR1.
+    out = LogFile.fromFullPath(path or "twistd.log", rotateLength=None)
+    on_reopen(out.reopen)
+    return JSONErrorLog(out)

@@ -13,13 +13,17 @@ from twisted.python import usage
 
 from .config import check_endpoint
 from .errors import ConfigError
+from .logs import use_json_error_log
 from .service import HostService, prepare
 
 
 class Options(usage.Options):
     synopsis = "[--config site.py] [--listen ENDPOINT ...]"
     longdesc = "Serve the WSGI apps, virtual hosts, proxies and files a site.py describes."
-    optParameters = [["config", "c", "site.py", "Path of the config file."]]
+    optParameters = [
+        ["config", "c", "site.py", "Path of the config file."],
+        ["log-format", None, "text", "Error log format: text (twistd's) or json (one object per line)."],
+    ]
 
     def __init__(self):
         super().__init__()
@@ -36,11 +40,21 @@ class Options(usage.Options):
         try:
             for endpoint in self["listen"]:
                 check_endpoint(endpoint, None, "--listen")
+            if self["log-format"] not in ("text", "json"):
+                raise ConfigError(f"--log-format must be text or json, not {self['log-format']!r}")
+            if self["log-format"] == "json" and self.parent is not None:
+                use_json_error_log(self.parent)
             self.prepared = prepare(self["config"])
         except ConfigError as error:
             sys.stderr.write(f"{error}\n")
             raise SystemExit(1) from None
 
 
-def makeService(options: Options) -> HostService:
-    return HostService(options.prepared, listen=options["listen"] or None)
+def makeService(options: Options):
+    """One serving process, or a master over worker processes (``Site(workers=N)``)."""
+    listen = options["listen"] or None
+    if options.prepared.site.uses_master():
+        from .workers import Master
+
+        return Master(options.prepared, listen=listen)
+    return HostService(options.prepared, listen=listen)
