@@ -55,8 +55,10 @@ class StaticResource(Resource):
         if names is None:
             return self.not_found(request)
         path = self.resolve(names)
-        st = _stat(path) if path else None
-        wants_folder = not segments or segments[-1] == b""
+        if path is None:
+            return self.not_found(request)  # hidden or outside: never papered over by fallback
+        st = _stat(path)
+        wants_folder = bool(segments) and segments[-1] == b""
         if st is not None and stat.S_ISDIR(st.st_mode):
             if not wants_folder:
                 return self.add_slash(request)
@@ -134,7 +136,8 @@ class StaticResource(Resource):
 
     def add_slash(self, request):
         """301 to the folder's URL with a '/' (one leading slash: never '//host')."""
-        location = b"/" + request.path.lstrip(b"/") + b"/"
+        trimmed = request.path.strip(b"/")
+        location = b"/" + trimmed + b"/" if trimmed else b"/"
         query = request.uri.partition(b"?")[2]
         if query:
             location += b"?" + query
