@@ -862,8 +862,19 @@ class Site(Spec):
     hosts: tuple = option((), doc="The virtual hosts, a list of Host.")
     default: Any = option(None, doc="Host or service used when no host matches; without it such requests get 404.")
     trusted_proxies: tuple = option((), doc="Peers (IPs or CIDR networks) whose X-Forwarded-*/Forwarded headers are believed.")
+    max_request_line: int = option(8192, doc="Longest request line (method, target, version) in bytes; longer ones get 414.")
+    max_header_size: int = option(32768, doc="Total bytes of a request's header lines; more gets 431.")
+    max_headers: int = option(100, doc="Most header lines in one request; more gets 431.")
+    max_connections: int = option(1024, doc="Open connections per process; above it new ones get 503 and are closed (0 = no cap).")
+    max_connections_per_ip: int = option(0, doc="Open connections per client IP (the peer address, so a proxy in front counts as one); above it 429 (0 = no cap).")
+    header_timeout: float = option(20.0, doc="Seconds for a whole request head to arrive, from its first byte (from the accept for a connection's first request); 408 after. Bytes trickling in do not extend it.")
+    body_timeout: float = option(60.0, doc="Seconds allowed between two reads of a request body; 408 after.")
+    keepalive_timeout: float = option(30.0, doc="Seconds an idle connection waits for its next request before it is closed.")
+    write_timeout: float = option(60.0, doc="Seconds a client may leave a full send buffer unread before the connection is dropped and its buffers freed.")
+    server_header: Any = option("twisthost", doc="Value of the Server response header; None omits it. The Twisted version is never sent.")
 
     def check(self) -> None:
+        self._check_limits()
         if isinstance(self.listen, (str, TLS)):
             self._set("listen", (self.listen,))
         listen = self.want("listen", (list, tuple), "a list of endpoint strings or TLS(...)")
@@ -913,6 +924,22 @@ class Site(Spec):
             except ValueError:
                 raise self.fail(f"trusted_proxies: {item!r} is not an IP address or network") from None
         self._set("trusted_proxies", tuple(networks))
+
+    def _check_limits(self) -> None:
+        """The hardening options: see docs/security.md."""
+        self.want_number("max_request_line", 64, 1 << 20, integer=True)
+        self.want_number("max_header_size", 256, 1 << 24, integer=True)
+        self.want_number("max_headers", 1, 100000, integer=True)
+        self.want_number("max_connections", 0, integer=True)
+        self.want_number("max_connections_per_ip", 0, integer=True)
+        for name in ("header_timeout", "body_timeout", "keepalive_timeout", "write_timeout"):
+            self._set(name, float(self.want_number(name, 0.01, 24 * 3600)))
+        server = self.want("server_header", str, "a string or None", optional=True)
+        if server is not None and not re.fullmatch(r"[\x21-\x7e]+( [\x21-\x7e]+)*", server):
+            raise self.fail(
+                f"Site(server_header=...) must be printable ASCII words, got {server!r}",
+                "e.g. server_header='twisthost', or None to send no Server header",
+            )
 
     def all_hosts(self) -> tuple:
         return self.hosts + ((self.default,) if self.default is not None else ())

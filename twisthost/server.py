@@ -3,23 +3,67 @@
 A thin ``twisted.web.server.Site`` subclass: tracebacks are never shown to
 clients, form bodies are not parsed into memory (WSGI apps read the raw body
 themselves), and the root resource can be swapped on reload while requests
-already routed finish on the old tree.
+already routed finish on the old tree.  Connections are admitted by
+``limits.ConnectionSlots`` and spoken to by ``channel.HostChannel`` (strict
+parsing, timeouts), both reading the ``Site`` config given here.
 """
 
 from __future__ import annotations
 
-from twisted.web import server
+from twisted.web import http, server
+
+from .channel import HostChannel
+from .config import Site
+from .limits import ConnectionSlots, fit_open_files
+from .request import SafeErrorsRequest
+
+
+class HostConnection(http._GenericHTTPChannelProtocol):
+    """Twisted's HTTP/1.1-or-HTTP/2 switch over a ``HostChannel``; frees its slot when closed.
+
+    The slot is released here, not in the channel, because an HTTP/2
+    connection replaces the channel after the first bytes.
+    """
+
+    slot = None  # (ConnectionSlots, peer address)
+
+    def connectionLost(self, reason):
+        try:
+            self._channel.connectionLost(reason)
+        finally:
+            slots, addr = self.slot
+            slots.release(addr)
 
 
 class HostSite(server.Site):
     """The ``HTTPFactory`` for all listeners of one twisthost process."""
 
     displayTracebacks = False
+    requestFactory = SafeErrorsRequest
 
-    def __init__(self, root, **kwargs):
+    def __init__(self, root, config: Site | None = None, **kwargs):
         kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(root, **kwargs)
+        self.config = config if config is not None else Site()  # limits, timeouts, server_header
+        self.slots = ConnectionSlots()
 
-    def swap_root(self, root) -> None:
-        """Serve new requests from ``root``; routed requests keep the old one."""
+    def protocol(self):
+        return HostConnection(HostChannel())
+
+    def buildProtocol(self, addr):
+        refusal = self.slots.admit(addr, self.config)
+        if refusal is not None:
+            return refusal
+        protocol = super().buildProtocol(addr)
+        protocol.slot = (self.slots, addr)
+        return protocol
+
+    def startFactory(self) -> None:
+        fit_open_files(self.config.max_connections)
+        super().startFactory()
+
+    def swap_root(self, root, config: Site | None = None) -> None:
+        """Serve new requests from ``root`` and limits from ``config``; routed requests keep the old tree."""
         self.resource = root
+        if config is not None:
+            self.config = config

@@ -49,7 +49,7 @@ class HostService(MultiService):
             from twisted.internet import reactor
         self.reactor = reactor
         self.current = prepared
-        self.factory = HostSite(prepared.root)
+        self.factory = HostSite(prepared.root, prepared.site)
         for item in listen or prepared.site.listen:
             self.listener(item).setServiceParent(self)
 
@@ -104,7 +104,7 @@ class HostService(MultiService):
             return False
         new.context.services.startService()
         old, self.current = self.current, new
-        self.factory.swap_root(new.root)
+        self.factory.swap_root(new.root, new.site)
         old.context.services.stopService()
         log.info("reloaded {path}", path=new.path)
         return True
