@@ -557,14 +557,14 @@ class CGI(Service):
 
     def check(self) -> None:
         self.want_path("folder", "dir")
-        self._set("interpreters", self._interpreters())
+        if self.interpreters is not None:
+            self._set("interpreters", self._interpreters())
         env = self.want("env", dict, "a dict of variable name to string", optional=True) or {}
         for name, value in env.items():
             if not isinstance(name, str) or not _ENV_NAME.match(name):
                 raise self.fail(f"CGI(env=...): {name!r} is not a valid variable name")
             if not isinstance(value, str) or "\0" in value:
                 raise self.fail(f"CGI(env=...): value of {name} must be a string, got {value!r}")
-        self._set("env", dict(env))
         for name in self.want_strings("pass_env", "a list of variable names"):
             if not _ENV_NAME.match(name):
                 raise self.fail(f"CGI(pass_env=...): {name!r} is not a valid variable name")
@@ -573,9 +573,8 @@ class CGI(Service):
 
     def _interpreters(self) -> dict:
         """``{".pl": "perl"}`` -> ``{".pl": ("/usr/bin/perl",)}``, each program found now."""
-        value = self.want("interpreters", dict, "a dict like {'.pl': 'perl'}", optional=True) or {}
         found = {}
-        for ext, command in value.items():
+        for ext, command in self.want("interpreters", dict, "a dict like {'.pl': 'perl'}").items():
             if not isinstance(ext, str) or not re.match(r"^\.[A-Za-z0-9_.-]+$", ext):
                 raise self.fail(f"CGI(interpreters=...): key {ext!r} is not a file extension", "write e.g. '.pl'")
             argv = shlex.split(command) if isinstance(command, str) else command
