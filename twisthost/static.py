@@ -54,10 +54,10 @@ class StaticResource(Resource):
             return write_error(request, 400, "Bad request path.")
         if names is None:
             return self.not_found(request)
-        path = self.resolve(names)
-        if path is None:
+        found = self.resolve(names)
+        if found is None:
             return self.not_found(request)  # hidden or outside: never papered over by fallback
-        st = _stat(path)
+        path, st = found
         wants_folder = bool(segments) and segments[-1] == b""
         if st is not None and stat.S_ISDIR(st.st_mode):
             if not wants_folder:
@@ -87,22 +87,40 @@ class StaticResource(Resource):
     def hidden(self, name: str) -> bool:
         return name.startswith(".") and not self.config.dotfiles and name != ".well-known"
 
-    def resolve(self, names: list[str]) -> str | None:
-        """The real path for ``names``, or None when it leaves root or reaches a hidden name."""
-        real = os.path.realpath(os.path.join(self.root, *names))
+    def resolve(self, names: list[str]) -> tuple[str, os.stat_result | None] | None:
+        """``(real path, stat or None if missing)``, or None when refused.
+
+        The common case, no symlink on the way, costs one ``lstat`` per name;
+        a symlink sends the whole path through ``realpath`` and the checks
+        that it stays inside root and reaches no hidden name.
+        """
+        path, st = self.root, _stat(self.root) if not names else None
+        for name in names:
+            path = os.path.join(path, name)
+            try:
+                st = os.lstat(path)
+            except (OSError, ValueError):
+                return path, None
+            if stat.S_ISLNK(st.st_mode):
+                return self._resolve_link(os.path.join(self.root, *names))
+        return path, st
+
+    def _resolve_link(self, path: str) -> tuple[str, os.stat_result | None] | None:
+        real = os.path.realpath(path)
         if real == self.root:
-            return real
+            return real, _stat(real)
         if os.path.commonpath([real, self.root]) != self.root:
-            return real if self.config.follow_symlinks else None
-        below = os.path.relpath(real, self.root).split(os.sep)
-        return None if any(self.hidden(name) for name in below) else real
+            if not self.config.follow_symlinks:
+                return None
+        elif any(self.hidden(name) for name in os.path.relpath(real, self.root).split(os.sep)):
+            return None
+        return real, _stat(real)
 
     def folder(self, request, path: str, names: list[str]):
         for index in self.config.index:
-            candidate = self.resolve(names + [index])
-            st = _stat(candidate) if candidate else None
-            if st is not None and stat.S_ISREG(st.st_mode):
-                return FileResponse(candidate, "/".join(names + [index]), self.options).render(request)
+            found = self.resolve(names + [index])
+            if found and found[1] is not None and stat.S_ISREG(found[1].st_mode):
+                return FileResponse(found[0], "/".join(names + [index]), self.options).render(request)
         if self.config.listing:
             request.setHeader(b"x-content-type-options", b"nosniff")
             visible = [
