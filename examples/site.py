@@ -4,7 +4,7 @@
 #   make run          # or: twistd -n twisthost --config examples/site.py
 #   curl http://app.localhost:8080/
 #   twisthost check examples/site.py
-from twisthost import CGI, Host, Redirect, Resource, Scripts, Site
+from twisthost import CGI, HealthCheck, Host, Proxy, Redirect, Resource, Scripts, Site
 
 site = Site(
     listen=["tcp:8080:interface=127.0.0.1"],
@@ -21,6 +21,13 @@ site = Site(
             "/": Scripts("../rpy"),
             "/cgi-bin": CGI("cgi-bin", interpreters={".py": "python3", ".pl": "perl"}, timeout=10),
         }),
+        # A reverse proxy (docs/proxy.md). Its upstream is this same demo on port 8080,
+        # asked for app.localhost, so it runs with nothing else started:
+        #   curl -i http://proxy.localhost:8080/    (see the X-Forwarded-* the app gets)
+        Host("proxy.localhost", Proxy(
+            "http://127.0.0.1:8080", host="app.localhost", via=True,
+            health=HealthCheck("/", interval=10),
+        )),
         # A wildcard: any other name under .localhost goes to the app.
         Host("*.localhost", Redirect("http://app.localhost:8080")),
     ],

@@ -465,10 +465,10 @@ class Proxy(Service):
         if self.ca is not None and not self.verify:
             raise self.fail("Proxy(ca=...) has no effect with verify=False", "drop one of them")
 
-    def _weights(self, urls: set) -> tuple:
+    def _weights(self, urls: set) -> tuple | None:
         """``{url: weight}`` as a sorted tuple of pairs, so the config stays hashable."""
         if self.weights is None:
-            return ()
+            return None
         if not isinstance(self.weights, dict):
             raise self.fail(
                 f"Proxy(weights=...) expects a dict of upstream URL to weight, got {self.weights!r}",
@@ -481,11 +481,11 @@ class Proxy(Service):
                 raise self.fail(f"Proxy(weights=...) weight of {url!r} must be an integer 1..1000, got {weight!r}")
         return tuple(sorted(self.weights.items()))
 
-    def _header_rules(self, name: str) -> tuple:
+    def _header_rules(self, name: str) -> tuple | None:
         """``{header: value or None}`` as a tuple of (lower-case bytes name, bytes value or None)."""
         rules = getattr(self, name)
         if rules is None:
-            return ()
+            return None
         if not isinstance(rules, dict):
             raise self.fail(
                 f"Proxy({name}=...) expects a dict of header name to value (or None to remove), got {rules!r}",
@@ -501,7 +501,7 @@ class Proxy(Service):
         return tuple(out)
 
     def weight_of(self, url: str) -> int:
-        return dict(self.weights).get(url, 1)
+        return dict(self.weights or ()).get(url, 1)
 
 
 @spec

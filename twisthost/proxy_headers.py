@@ -49,7 +49,7 @@ def _copy(source: Headers, target: Headers, skip: frozenset) -> None:
 
 
 def apply_rules(headers: Headers, rules) -> None:
-    for name, value in rules:
+    for name, value in rules or ():
         if value is None:
             headers.removeHeader(name)
         else:
