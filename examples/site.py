@@ -3,11 +3,16 @@
 #
 #   make run          # or: twistd -n twisthost --config examples/site.py
 #   curl http://app.localhost:8080/
+#   curl --cacert examples/tls/localhost.pem --http2 https://app.localhost:8443/
 #   twisthost check examples/site.py
-from twisthost import CGI, HealthCheck, Host, Proxy, Redirect, Resource, Scripts, Site
+from twisthost import CGI, TLS, HealthCheck, Host, Proxy, Redirect, Resource, Scripts, Site
 
 site = Site(
-    listen=["tcp:8080:interface=127.0.0.1"],
+    listen=[
+        "tcp:8080:interface=127.0.0.1",
+        # HTTPS (and HTTP/2) for every host; a self-signed demo certificate (examples/tls).
+        TLS("tcp:8443:interface=127.0.0.1", cert="tls/localhost.pem", key="tls/localhost.key"),
+    ],
     hosts=[
         # A twisted.web resource tree built by Python code (examples/demo_resources.py).
         Host("app.localhost", Resource("demo_resources:make_root()"), aliases=["www.localhost"]),
@@ -28,6 +33,8 @@ site = Site(
             "http://127.0.0.1:8080", host="app.localhost", via=True,
             health=HealthCheck("/", interval=10),
         )),
+        # HTTPS only: plain HTTP gets 308 to https://secure.localhost:8443, HTTPS gets HSTS.
+        Host("secure.localhost", Resource("demo_resources:hello"), https_redirect=True, hsts=True),
         # A wildcard: any other name under .localhost goes to the app.
         Host("*.localhost", Redirect("http://app.localhost:8080")),
     ],
