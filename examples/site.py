@@ -5,7 +5,7 @@
 #   curl http://app.localhost:8080/
 #   curl --cacert examples/tls/localhost.pem --http2 https://app.localhost:8443/
 #   twisthost check examples/site.py
-from twisthost import CGI, TLS, HealthCheck, Host, Proxy, Redirect, Resource, Scripts, Site
+from twisthost import CGI, TLS, HealthCheck, Host, Proxy, Redirect, Resource, Scripts, Site, Static
 
 site = Site(
     listen=[
@@ -35,6 +35,14 @@ site = Site(
         )),
         # HTTPS only: plain HTTP gets 308 to https://secure.localhost:8443, HTTPS gets HSTS.
         Host("secure.localhost", Resource("demo_resources:hello"), https_redirect=True, hsts=True),
+        # Static files (docs/static.md) from examples/static: ETag, 304, Range, a .gz sidecar,
+        # no dotfiles, a custom 404 page, and a second mount with a folder listing.
+        #   curl -i --compressed http://static.localhost:8080/css/site.css
+        Host("static.localhost", routes={
+            "/": Static("static", not_found="404.html", gzip_min_size=256,
+                        cache={"*.css": "max-age=86400"}),
+            "/files": Static("static/files", listing=True),
+        }),
         # A wildcard: any other name under .localhost goes to the app.
         Host("*.localhost", Redirect("http://app.localhost:8080")),
     ],
