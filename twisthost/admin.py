@@ -22,16 +22,24 @@ from twisted.web.resource import Resource
 
 from . import statuspage
 from .pages import write_error
+from .procinfo import rss_mib
 
 
 class AdminState:
-    """What the admin pages read: metrics, and the currently served build."""
+    """What the admin pages read in a single-process host.
+
+    ``fanin.MasterAdminState`` answers the same questions for a master from
+    its workers' snapshots.
+    """
 
     def __init__(self, metrics, current, token: str | None):
         self.metrics = metrics
         self.current = current  # callable -> service.Prepared now being served
         self.token = token
         self.started = time.time()
+
+    def routes(self) -> list:
+        return self.metrics.routes()
 
     def sources(self) -> dict:
         context = self.current().context
@@ -40,15 +48,24 @@ class AdminState:
     def readiness(self) -> list:
         return [check() for check in self.current().context.readiness]
 
+    def processes(self) -> list:
+        return [process_row(os.getpid(), self.started, self.metrics.total_requests())]
+
     def snapshot(self) -> dict:
         return {
             "pid": os.getpid(),
             "uptime": time.time() - self.started,
             "config": self.current().path,
-            "routes": self.metrics.routes(),
-            "sources": self.sources(),
+            "routes": self.routes(),
+            "sources": {"processes": self.processes(), **self.sources()},
             "reloads": list(self.metrics.reload_log),
         }
+
+
+def process_row(pid: int, started: float, requests: int) -> dict:
+    rss = rss_mib(pid)
+    return {"pid": str(pid), "uptime_s": round(time.time() - started), "requests": requests,
+            "rss_mib": None if rss is None else round(rss, 1)}
 
 
 class SourceCollector:

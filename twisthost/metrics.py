@@ -43,6 +43,25 @@ class RouteWindow:
         self.latencies.append(seconds)
         self.total += 1
 
+    def raw(self) -> dict:
+        """Plain data another process can merge (the workers' fan-in)."""
+        return {"counts": list(self.counts), "latencies": list(self.latencies), "total": self.total}
+
+    @classmethod
+    def merged(cls, raws: list[dict]) -> "RouteWindow":
+        """One window from several processes' ``raw()``: counts added per 10 s, latencies pooled."""
+        window = cls()
+        by_start: dict = {}
+        for raw in raws:
+            for start, requests, errors in raw["counts"]:
+                entry = by_start.setdefault(start, [start, 0, 0])
+                entry[1] += requests
+                entry[2] += errors
+            window.latencies.extend(raw["latencies"][-LATENCY_SAMPLES // max(1, len(raws)):])
+            window.total += raw["total"]
+        window.counts.extend(by_start[start] for start in sorted(by_start)[-WINDOWS:])
+        return window
+
     def summary(self, now: float) -> dict:
         """Rates over the last minute, percentiles of recent requests, a series for sparklines."""
         since = now - 60
@@ -89,7 +108,7 @@ class Metrics:
                                        "Proxy: time to the upstream's response head.",
                                        labels + ("upstream",), buckets=BUCKETS, registry=self.registry)
         self.in_flight = Gauge("twisthost_requests_in_flight", "Requests routed and not finished.",
-                               registry=self.registry)
+                               registry=self.registry, multiprocess_mode="livesum")
         self.reloads = Counter("twisthost_config_reloads", "Config reloads by result.", ("result",),
                                registry=self.registry)
         self.windows: dict[tuple[str, str], RouteWindow] = {}
@@ -120,8 +139,19 @@ class Metrics:
         self.reload_log.append({"time": time.time(), "ok": ok, "detail": detail})
 
     def routes(self) -> list[dict]:
-        now = time.time()
-        return [
-            {"host": host, "route": route, **window.summary(now)}
-            for (host, route), window in sorted(self.windows.items())
-        ]
+        return summarize(self.windows)
+
+    def total_requests(self) -> int:
+        return sum(window.total for window in self.windows.values())
+
+    def raw_windows(self) -> list[dict]:
+        return [{"host": h, "route": r, **w.raw()} for (h, r), w in self.windows.items()]
+
+
+def summarize(windows: dict) -> list[dict]:
+    """Rows for /status from ``{(host, route): RouteWindow}``."""
+    now = time.time()
+    return [
+        {"host": host, "route": route, **window.summary(now)}
+        for (host, route), window in sorted(windows.items())
+    ]
