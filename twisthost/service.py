@@ -1,24 +1,33 @@
-"""Assemble a running host from a config file: listeners, tree, reload.
+"""Assemble a running host from a config file: listeners, tree, reload, stop.
 
 ``prepare`` does load + validate + build (what ``twisthost check`` runs);
-``HostService`` adds the listening side and swaps the tree on SIGHUP.
+``HostService`` is one serving process: it opens the listeners, swaps the
+tree on SIGHUP, stops gracefully on SIGTERM and reopens log files on SIGUSR1.
+With ``Site(workers=N)`` each worker process runs one of these on sockets its
+master bound (see ``twisthost.workers``).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from dataclasses import dataclass
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet import endpoints
-from twisted.logger import Logger
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger, globalLogPublisher
+from twisted.python.logfile import BaseLogFile
 
-from . import tls
+from . import fanin, sdnotify, tls
 from .build import BuildContext, build_root
 from .config import TLS, Site
 from .errors import ConfigError
+from .hooks import run_hook
 from .loader import load
+from .admin import AdminState, admin_service
+from .metrics import Metrics
+from .observer import RequestObserver
 from .server import HostSite
 
 log = Logger()
@@ -40,8 +49,61 @@ def prepare(path: str, reactor=None) -> Prepared:
     return Prepared(path, site, context, build_root(site, context))
 
 
+# ----------------------------------------------------------------- reopening log files
+
+_reopeners: list = []
+
+
+def on_reopen(callback):
+    """Call ``callback()`` on SIGUSR1 (after logrotate moved files); returns an unregister function.
+
+    Whoever opens a log file (access logs, ...) registers a callback that
+    closes and reopens it by name, so rotated files are released.
+    """
+    _reopeners.append(callback)
+    return lambda: _reopeners.remove(callback) if callback in _reopeners else None
+
+
+def reopen_log_files() -> None:
+    """Reopen twistd's ``--logfile`` and every registered file."""
+    for observer in list(getattr(globalLogPublisher, "_observers", ())):
+        out = getattr(observer, "_outFile", None)
+        if isinstance(out, BaseLogFile):  # twistd's --logfile; its own USR1 renames instead
+            out.reopen()
+    for callback in list(_reopeners):
+        try:
+            callback()
+        except Exception:
+            log.failure("reopening a log file failed")
+    log.info("reopened log files")
+
+
+def on_signals(reactor, handlers: dict) -> None:
+    """Run ``handlers[signum]()`` in the reactor thread when the signal arrives.
+
+    Installed at once, so a HUP right after the sockets open is not lost, and
+    again when the reactor runs: its startup puts in SIGINT/SIGTERM handlers
+    that make twistd re-kill itself with the signal (exit 143), whereas a
+    requested stop that completes is a success (exit 0).
+    """
+
+    def install():
+        for signum, handler in handlers.items():
+            signal.signal(signum, lambda _signum, _frame, handler=handler: reactor.callFromThread(handler))
+
+    install()
+    reactor.callWhenRunning(install)
+
+
+# ----------------------------------------------------------------- the serving process
+
+
 class HostService(MultiService):
-    """One process serving one config; ``reload()`` re-reads it."""
+    """One process serving one config; ``reload()`` re-reads it, ``stopService`` drains."""
+
+    #: False in workers: their master reloads by replacing them and runs the
+    #: server hooks (on_starting, when_ready, on_exit).
+    standalone = True
 
     def __init__(self, prepared: Prepared, listen=None, reactor=None):
         super().__init__()
@@ -49,62 +111,152 @@ class HostService(MultiService):
             from twisted.internet import reactor
         self.reactor = reactor
         self.current = prepared
+        self.fixed_listen = tuple(listen) if listen else None
         self.factory = HostSite(prepared.root, prepared.site)
-        for item in listen or prepared.site.listen:
-            self.listener(item).setServiceParent(self)
+        self.factory.connections.request_observers.append(self._request_hooks)
+        self.metrics = Metrics()  # lives across reloads; the observer is per config
+        self.observer = RequestObserver(prepared.context, self.metrics)
+        self.factory.connections.request_observers.append(self.metrics.started)
+        self.factory.finish_observers.append(lambda request: self.observer.finished(request))
+        state = AdminState(self.metrics, lambda: self.current, prepared.site.admin_token)
+        if self.standalone and prepared.site.admin:
+            admin_service(prepared.site.admin, state, self.reactor).setServiceParent(self)
+        elif not self.standalone and fanin.active_directory():
+            # A worker: the master's admin listener reads what this writes.
+            fanin.SnapshotWriter(fanin.active_directory(), state, self.reactor).setServiceParent(self)
+        self.listeners: dict = {}  # listen item -> its StreamServerEndpointService
+        self.fast_stop = False
+        for item in self.listen_items(prepared.site):
+            self.add_listener(item)
+
+    def listen_items(self, site: Site) -> tuple:
+        """What to listen on: ``--listen`` from the command line wins over the config."""
+        return self.fixed_listen or site.listen
+
+    def endpoint(self, description: str):
+        """The server endpoint for an endpoint string (workers use the master's sockets)."""
+        return endpoints.serverFromString(self.reactor, description)
 
     def listener(self, item) -> StreamServerEndpointService:
         if isinstance(item, TLS):
             # Each new connection asks for the current certificates: a reload
             # swaps them without touching established connections.
             endpoint = tls.TLSEndpoint(
-                endpoints.serverFromString(self.reactor, item.endpoint),
+                self.endpoint(item.endpoint),
                 lambda: self.current.context.shared["tls"][item.endpoint],
                 self.reactor,
             )
         else:
-            endpoint = endpoints.serverFromString(self.reactor, item)
+            endpoint = self.endpoint(item)
         service = StreamServerEndpointService(endpoint, self.factory)
         service._raiseSynchronously = True  # a port in use must stop twistd, not log and go on
         return service
 
+    def add_listener(self, item) -> None:
+        service = self.listener(item)
+        try:
+            service.setServiceParent(self)  # listens now when already running
+        except Exception:
+            service.disownServiceParent()
+            raise
+        self.listeners[item] = service
+
+    # -- start
+
+    def server_hook(self, name: str) -> None:
+        if self.standalone:
+            run_hook(self.current.site, name, self.current.site)
+
+    def privilegedStartService(self) -> None:
+        self.server_hook("on_starting")
+        super().privilegedStartService()
+
     def startService(self) -> None:
         self.current.context.services.startService()
         super().startService()
-        # twistd starts services before the reactor installs its own signal
-        # handlers, so ours go in once it runs.
-        self.reactor.callWhenRunning(self._install_signal_handlers)
+        run_hook(self.current.site, "post_worker_init", self.current.site)
+        self.install_signals()
+        self.reactor.callWhenRunning(self.running_now)
 
-    def _install_signal_handlers(self) -> None:
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, self._on_hup)
-        # Twisted's own SIGTERM handler makes twistd re-kill itself with the
-        # signal after shutdown (exit status 143); a requested stop that
-        # completes is a success, so exit 0 like gunicorn and nginx.
-        signal.signal(signal.SIGTERM, self._on_term)
+    def install_signals(self) -> None:
+        handlers = {
+            signal.SIGTERM: self.reactor.stop,
+            signal.SIGINT: self.stop_fast,
+            signal.SIGQUIT: self.stop_fast,
+            signal.SIGUSR1: reopen_log_files,
+        }
+        if self.standalone:
+            handlers[signal.SIGHUP] = self.reload
+        on_signals(self.reactor, handlers)
 
-    def stopService(self):
-        stopped = super().stopService()
+    def running_now(self) -> None:
+        """The reactor runs: tell systemd we are ready."""
+        if self.standalone:
+            sdnotify.notify("READY=1", f"MAINPID={os.getpid()}")
+        self.server_hook("when_ready")
+
+    # -- stop
+
+    def stop_fast(self) -> None:
+        """INT/QUIT: close connections now instead of waiting for requests."""
+        self.fast_stop = True
+        self.reactor.stop()
+
+    def stopService(self) -> defer.Deferred:
+        """Stop accepting, let requests finish (up to graceful_timeout), stop pools."""
+        if self.standalone:
+            sdnotify.notify("STOPPING=1")
+        timeout = 0.0 if self.fast_stop else self.current.site.graceful_timeout
+        log.info("stopping: {how}", how="now" if self.fast_stop else f"letting requests finish (up to {timeout:g}s)")
+        stopped = defer.maybeDeferred(super().stopService)
+        stopped.addBoth(lambda _: self.factory.connections.drain(timeout))
         stopped.addBoth(lambda _: self.current.context.services.stopService())
+        stopped.addBoth(lambda _: self.server_hook("on_exit"))
         return stopped
 
-    def _on_term(self, signum, frame) -> None:
-        log.info("SIGTERM: stopping")
-        self.reactor.callFromThread(self.reactor.stop)
-
-    def _on_hup(self, signum, frame) -> None:
-        self.reactor.callFromThread(self.reload)
+    # -- reload
 
     def reload(self) -> bool:
         """Re-run load + build; on success swap the tree, else keep serving the old one."""
+        sdnotify.reloading()
         try:
             new = prepare(self.current.path, self.reactor)
         except ConfigError as error:
             log.error("reload failed, keeping the running config: {error}", error=str(error))
+            self.metrics.reloaded(False, str(error))
+            sdnotify.notify("READY=1")
             return False
+        self._update_listeners(new.site)
         new.context.services.startService()
         old, self.current = self.current, new
+        self.observer = RequestObserver(new.context, self.metrics)
         self.factory.swap_root(new.root, new.site)
         old.context.services.stopService()
+        self.metrics.reloaded(True, new.path)
         log.info("reloaded {path}", path=new.path)
+        sdnotify.notify("READY=1")
+        run_hook(new.site, "on_reload", new.site)
         return True
+
+    def _update_listeners(self, site: Site) -> None:
+        """Close listeners the new config dropped, then open the ones it added."""
+        wanted = self.listen_items(site)
+        for item in [item for item in self.listeners if item not in wanted]:
+            self.listeners.pop(item).disownServiceParent()
+            log.info("reload: closed listener {item}", item=str(item))
+        for item in wanted:
+            if item in self.listeners:
+                continue
+            try:
+                self.add_listener(item)
+                log.info("reload: listening on {item}", item=str(item))
+            except Exception as error:
+                log.error("reload: cannot listen on {item}: {error}", item=str(item), error=str(error))
+
+    def _request_hooks(self, request) -> None:
+        site = self.current.site
+        if not site.hooks:
+            return
+        run_hook(site, "pre_request", request)
+        if "post_request" in site.hooks:
+            request.notifyFinish().addBoth(lambda _: run_hook(site, "post_request", request))
