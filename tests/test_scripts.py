@@ -121,18 +121,24 @@ def test_script_runs_once_and_reloads_when_edited(serve, tmp_path):
         "resource = Data(b'{text}', 'text/plain')\n"
     )
     page.write_text(source.format(text="first"))
-    server = serve(f"""
+    server = serve("""
         from twisthost import Site, Host, Scripts
-        site = Site(hosts=[Host("localhost", Scripts("scripts"))])
+        site = Site(hosts=[
+            Host("localhost", Scripts("scripts")),
+            Host("frozen.localhost", Scripts("scripts", reload=False)),
+        ])
     """)
     for _ in range(5):
         assert server.request(path="/page")[2] == b"first"
     assert counter.read_text() == "run\n"
+    assert server.request(path="/page", host="frozen.localhost")[2] == b"first"
+    assert counter.read_text() == "run\nrun\n"  # each mount has its own cache
 
     page.write_text(source.format(text="second version"))
     assert server.request(path="/page")[2] == b"second version"
     assert server.request(path="/page")[2] == b"second version"
-    assert counter.read_text() == "run\nrun\n"
+    assert counter.read_text() == "run\nrun\nrun\n"
+    assert server.request(path="/page", host="frozen.localhost")[2] == b"first"
 
 
 def test_load_errors_are_500_without_traceback_but_logged(serve, tmp_path):
@@ -171,6 +177,7 @@ def test_traversal_and_symlink_escape_are_refused(serve, tmp_path):
     outside.mkdir()
     (outside / "evil.rpy").write_text(f"open({str(marker)!r}, 'w').close()\nfrom twisted.web.static import Data\nresource = Data(b'evil', 'text/plain')\n")
     (folder / "link.rpy").symlink_to(outside / "evil.rpy")
+    (folder / "alias.rpy").symlink_to(folder / "ok.rpy")  # inside the folder: fine
     (folder / "linkdir").symlink_to(outside, target_is_directory=True)
     (folder / "secret.txt").write_text("do not serve")
     (folder / ".hidden.rpy").write_text("resource = None\n")
@@ -183,6 +190,7 @@ def test_traversal_and_symlink_escape_are_refused(serve, tmp_path):
         response = raw_request(server.port, f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
         assert response.startswith(b"HTTP/1.1 404 "), (path, response[:80])
     assert not marker.exists()
+    assert server.request(path="/alias")[2] == b"ok"
     # below a script, the rest of the path is the script's business, not a file path
     assert server.request(path="/ok.rpy/..%2f..%2foutside%2fevil.rpy")[2] == b"ok"
     assert not marker.exists()
