@@ -465,10 +465,10 @@ class Proxy(Service):
         if self.ca is not None and not self.verify:
             raise self.fail("Proxy(ca=...) has no effect with verify=False", "drop one of them")
 
-    def _weights(self, urls: set) -> tuple | None:
+    def _weights(self, urls: set) -> tuple:
         """``{url: weight}`` as a sorted tuple of pairs, so the config stays hashable."""
         if self.weights is None:
-            return None
+            return ()
         if not isinstance(self.weights, dict):
             raise self.fail(
                 f"Proxy(weights=...) expects a dict of upstream URL to weight, got {self.weights!r}",
@@ -481,11 +481,11 @@ class Proxy(Service):
                 raise self.fail(f"Proxy(weights=...) weight of {url!r} must be an integer 1..1000, got {weight!r}")
         return tuple(sorted(self.weights.items()))
 
-    def _header_rules(self, name: str) -> tuple | None:
+    def _header_rules(self, name: str) -> tuple:
         """``{header: value or None}`` as a tuple of (lower-case bytes name, bytes value or None)."""
         rules = getattr(self, name)
         if rules is None:
-            return None
+            return ()
         if not isinstance(rules, dict):
             raise self.fail(
                 f"Proxy({name}=...) expects a dict of header name to value (or None to remove), got {rules!r}",
@@ -501,7 +501,7 @@ class Proxy(Service):
         return tuple(out)
 
     def weight_of(self, url: str) -> int:
-        return dict(self.weights or ()).get(url, 1)
+        return dict(self.weights).get(url, 1)
 
 
 @spec
@@ -861,6 +861,12 @@ class Site(Spec):
     hosts: tuple = option((), doc="The virtual hosts, a list of Host.")
     default: Any = option(None, doc="Host or service used when no host matches; without it such requests get 404.")
     trusted_proxies: tuple = option((), doc="Peers (IPs or CIDR networks) whose X-Forwarded-*/Forwarded headers are believed.")
+    workers: Any = option(1, doc="Worker processes sharing the listening sockets; 'auto' = one per CPU. 1 serves from a single process with no master.")
+    graceful_timeout: float = option(30.0, doc="Seconds a graceful stop (TERM, reload, recycling) lets in-flight requests finish before closing them.")
+    max_requests: int = option(0, doc="Replace a worker gracefully after this many requests (0 = never). Recycling runs a master process even with workers=1.")
+    max_requests_jitter: int = option(0, doc="Add a random 0..N to max_requests per worker so workers do not all recycle at once.")
+    max_rss: int = option(0, doc="Replace a worker gracefully when its resident memory exceeds this many MiB (0 = never; checked every few seconds, Linux).")
+    hooks: Any = option(None, doc="Dict of lifecycle hooks: on_starting, when_ready, post_worker_init, on_reload, on_exit (called with the Site), pre_request, post_request (called with the request).")
     max_request_line: int = option(8192, doc="Longest request line (method, target, version) in bytes; longer ones get 414.")
     max_header_size: int = option(32768, doc="Total bytes of a request's header lines; more gets 431.")
     max_headers: int = option(100, doc="Most header lines in one request; more gets 431.")
@@ -873,6 +879,7 @@ class Site(Spec):
     server_header: Any = option("twisthost", doc="Value of the Server response header; None omits it. The Twisted version is never sent.")
 
     def check(self) -> None:
+        self._check_lifecycle()
         self._check_limits()
         if isinstance(self.listen, (str, TLS)):
             self._set("listen", (self.listen,))
@@ -939,6 +946,23 @@ class Site(Spec):
                 f"Site(server_header=...) must be printable ASCII words, got {server!r}",
                 "e.g. server_header='twisthost', or None to send no Server header",
             )
+
+    def _check_lifecycle(self) -> None:
+        if self.workers == "auto":
+            self._set("workers", os.cpu_count() or 1)
+        self.want_number("workers", 1, 1024, integer=True)
+        self._set("graceful_timeout", float(self.want_number("graceful_timeout", 0, 24 * 3600)))
+        for name in ("max_requests", "max_requests_jitter", "max_rss"):
+            self.want_number(name, 0, integer=True)
+        if self.max_requests_jitter and not self.max_requests:
+            raise self.fail("Site(max_requests_jitter=...) needs max_requests", "e.g. max_requests=1000, max_requests_jitter=100")
+        from .hooks import check_hooks
+
+        self._set("hooks", check_hooks(self))
+
+    def uses_master(self) -> bool:
+        """Worker processes under a master: several workers, or recycling asked for."""
+        return self.workers > 1 or bool(self.max_requests or self.max_rss)
 
     def all_hosts(self) -> tuple:
         return self.hosts + ((self.default,) if self.default is not None else ())

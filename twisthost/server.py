@@ -14,6 +14,7 @@ from twisted.web import http, server
 
 from .channel import HostChannel
 from .config import Site
+from .graceful import Connections
 from .limits import ConnectionSlots, fit_open_files
 from .request import SafeErrorsRequest
 
@@ -46,6 +47,7 @@ class HostSite(server.Site):
         super().__init__(root, **kwargs)
         self.config = config if config is not None else Site()  # limits, timeouts, server_header
         self.slots = ConnectionSlots()
+        self.connections = Connections(self.reactor)  # for graceful stop and max_requests
 
     def protocol(self):
         return HostConnection(HostChannel())
@@ -56,11 +58,16 @@ class HostSite(server.Site):
             return refusal
         protocol = super().buildProtocol(addr)
         protocol.slot = (self.slots, addr)
+        self.connections.track(protocol)
         return protocol
 
     def startFactory(self) -> None:
         fit_open_files(self.config.max_connections)
         super().startFactory()
+
+    def getResourceFor(self, request):
+        self.connections.request_started(request)
+        return super().getResourceFor(request)
 
     def swap_root(self, root, config: Site | None = None) -> None:
         """Serve new requests from ``root`` and limits from ``config``; routed requests keep the old tree."""

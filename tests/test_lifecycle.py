@@ -1,0 +1,320 @@
+"""One serving process over real twistd: graceful stop, reload, USR1, systemd notify, hooks."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import TWISTD, free_port, wait_for_port, write_site
+from twisthost.errors import ConfigError
+from twisthost.service import prepare
+
+# An asynchronous resource: answers after ?delay= seconds (never, for a negative delay),
+# with the pid and a marker of the config generation that built it.
+SLOW = '''
+import os
+from twisted.internet import reactor, task
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+class Slow(Resource):
+    isLeaf = True
+
+    def __init__(self, marker):
+        super().__init__()
+        self.marker = marker
+
+    def render_GET(self, request):
+        delay = float(request.args.get(b"delay", [b"0"])[0])
+        if delay < 0:
+            return NOT_DONE_YET
+        def answer():
+            if not request._disconnected:
+                request.write(b"%s pid=%d\\n" % (self.marker.encode(), os.getpid()))
+                request.finish()
+        task.deferLater(reactor, delay, answer)
+        return NOT_DONE_YET
+
+def make(marker="v1"):
+    return Slow(marker)
+
+def make_v2():
+    return Slow("v2")
+'''
+
+
+def site_source(extra: str = "", factory: str = "make()") -> str:
+    return f"""
+        from twisthost import Resource, Site
+        site = Site(default=Resource("slow:{factory}"){extra})
+        """
+
+
+@pytest.fixture
+def slow_site(tmp_path):
+    write_site(tmp_path, SLOW, "slow.py")
+    return tmp_path
+
+
+def get(port, path="/", timeout=10.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_term_lets_in_flight_requests_finish_and_exits_0(serve, slow_site):
+    server = serve(site_source(", graceful_timeout=10"))
+    with ThreadPoolExecutor(20) as pool:
+        futures = [pool.submit(get, server.port, "/?delay=1") for _ in range(20)]
+        time.sleep(0.4)  # all 20 are in flight
+        server.signal(signal.SIGTERM)
+        results = [f.result() for f in futures]
+    assert [status for status, _ in results] == [200] * 20
+    assert server.proc.wait(5) == 0
+    with pytest.raises(OSError):  # no longer accepting
+        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+
+
+def test_term_closes_idle_keep_alive_connections_at_once(serve, slow_site):
+    server = serve(site_source(", graceful_timeout=20"))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", "/")
+    assert conn.getresponse().read().startswith(b"v1")
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.proc.wait(5) == 0
+    assert time.monotonic() - started < 5  # an idle connection does not hold the stop
+    conn.close()
+
+
+def test_stuck_request_exits_within_graceful_timeout(serve, slow_site):
+    server = serve(site_source(", graceful_timeout=1.5"))
+    stuck = socket.create_connection(("127.0.0.1", server.port))
+    stuck.sendall(b"GET /?delay=-1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.3)
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.proc.wait(10) == 0
+    assert time.monotonic() - started < 1.5 + 1.0
+    assert stuck.recv(100) == b""  # closed by the server at the deadline
+    assert "graceful timeout: closing 1 connection(s)" in server.log()
+    stuck.close()
+
+
+def test_int_stops_at_once_despite_in_flight_requests(serve, slow_site):
+    server = serve(site_source(", graceful_timeout=30"))
+    stuck = socket.create_connection(("127.0.0.1", server.port))
+    stuck.sendall(b"GET /?delay=-1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.3)
+    started = time.monotonic()
+    server.signal(signal.SIGINT)
+    assert server.proc.wait(5) == 0
+    assert time.monotonic() - started < 2
+    stuck.close()
+
+
+def hammer(port, stop: threading.Event, results: list) -> None:
+    """Requests on fresh connections until ``stop``; records (status or error)."""
+    while not stop.is_set():
+        try:
+            status, body = get(port, timeout=5)
+            results.append((status, body.split(b" ")[0]))
+        except Exception as error:  # every failure counts
+            results.append((repr(error), b""))
+
+
+def test_five_reloads_under_load_fail_no_request(serve, slow_site):
+    server = serve(site_source())
+    site_py = slow_site / "site.py"
+    stop, results = threading.Event(), []
+    threads = [threading.Thread(target=hammer, args=(server.port, stop, results)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for number in range(5):
+            time.sleep(0.3)
+            site_py.write_text(site_py.read_text().replace(
+                "make()" if number % 2 == 0 else "make_v2()",
+                "make_v2()" if number % 2 == 0 else "make()"))
+            server.signal(signal.SIGHUP)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    errors = [r for r in results if r[0] != 200]
+    assert not errors, errors[:5]
+    assert len(results) > 50
+    assert {b"v1", b"v2"} <= {marker for _, marker in results}
+    assert server.log().count("reloaded ") == 5
+
+
+def test_broken_config_on_hup_keeps_the_old_one(serve, slow_site):
+    server = serve(site_source())
+    site_py = slow_site / "site.py"
+    site_py.write_text(site_py.read_text() + "oops = Site(workers=0)\n")
+    server.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while "reload failed" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert f"{site_py}:3: error: Site(workers=...) must be in 1..1024" in server.log()
+    assert get(server.port)[1].startswith(b"v1")
+
+
+def test_reload_opens_and_closes_listeners(slow_site):
+    # Without --listen (which pins the listeners), so the config's listen= applies.
+    first, second = free_port(), free_port()
+    site_py = write_site(slow_site, site_source(f", listen=['tcp:{first}:interface=127.0.0.1']"))
+    with open(slow_site / "own.log", "wb") as log:
+        proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", "twisthost", "--config", str(site_py)],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=slow_site)
+        try:
+            wait_for_port(first, proc)
+            site_py.write_text(site_py.read_text().replace(str(first), str(second)))
+            proc.send_signal(signal.SIGHUP)
+            wait_for_port(second, proc)
+            assert get(second)[0] == 200
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", first), timeout=1).close()
+        finally:
+            proc.terminate()
+            assert proc.wait(10) == 0
+
+
+def wait_for_text(path, text, timeout=5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        content = path.read_text() if path.exists() else ""
+        if text in content:
+            return content
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in {path}")
+
+
+def test_usr1_reopens_the_twistd_log_file(slow_site):
+    port = free_port()
+    site_py = write_site(slow_site, site_source())
+    logfile = slow_site / "server.log"
+    proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", f"--logfile={logfile}", "twisthost",
+                             "--config", str(site_py), "--listen", f"tcp:{port}:interface=127.0.0.1"],
+                            cwd=slow_site)
+    try:
+        wait_for_port(port, proc)
+        proc.send_signal(signal.SIGHUP)
+        wait_for_text(logfile, "reloaded")
+        rotated = slow_site / "server.log.1"
+        os.rename(logfile, rotated)  # what logrotate does
+        proc.send_signal(signal.SIGUSR1)
+        wait_for_text(logfile, "reopened log files")
+        proc.send_signal(signal.SIGHUP)
+        wait_for_text(logfile, "reloaded")
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+    assert rotated.read_text().count("reloaded") == 1
+    assert logfile.read_text().count("reloaded") == 1
+
+
+def test_sd_notify_ready_reloading_stopping(serve, slow_site, tmp_path):
+    address = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(10)
+    try:
+        server = serve(site_source(), env={**os.environ, "NOTIFY_SOCKET": address})
+        ready = listener.recv(4096).decode()
+        assert "READY=1" in ready and f"MAINPID={server.proc.pid}" in ready
+        server.signal(signal.SIGHUP)
+        reloading = listener.recv(4096).decode()
+        assert "RELOADING=1" in reloading and "MONOTONIC_USEC=" in reloading
+        assert listener.recv(4096) == b"READY=1"
+        server.signal(signal.SIGTERM)
+        assert listener.recv(4096) == b"STOPPING=1"
+        assert server.proc.wait(5) == 0
+    finally:
+        listener.close()
+
+
+HOOKS = '''
+import os
+from twisthost import Resource, Site
+
+def record(name):
+    def hook(arg):
+        detail = arg.path.decode() if hasattr(arg, "path") else type(arg).__name__
+        with open("hooks.txt", "a") as out:
+            out.write(f"{name} {detail}\\n")
+    return hook
+
+NAMES = ["on_starting", "when_ready", "post_worker_init", "on_reload", "on_exit", "pre_request", "post_request"]
+site = Site(default=Resource("slow:make()"), hooks={name: record(name) for name in NAMES})
+'''
+
+
+def test_hooks_run_at_their_moments(serve, slow_site):
+    server = serve(HOOKS)
+    assert get(server.port, "/hello")[0] == 200
+    server.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while "reloaded" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.stop() == 0
+    lines = (slow_site / "hooks.txt").read_text().splitlines()
+    assert lines == [
+        "on_starting Site", "post_worker_init Site", "when_ready Site",
+        "pre_request /hello", "post_request /hello", "on_reload Site", "on_exit Site",
+    ]
+
+
+def test_failing_hook_is_logged_and_serving_goes_on(serve, slow_site):
+    server = serve("""
+        from twisthost import Resource, Site
+        def boom(request):
+            raise RuntimeError("hook exploded")
+        site = Site(default=Resource("slow:make()"), hooks={"pre_request": boom})
+        """)
+    assert get(server.port)[0] == 200
+    assert "hook pre_request raised" in server.log() and "hook exploded" in server.log()
+
+
+@pytest.mark.parametrize("options, message", [
+    ("workers=0", "Site(workers=...) must be in 1..1024, got 0"),
+    ("workers='many'", "Site(workers=...) expects an integer, got str 'many'"),
+    ("graceful_timeout=-1", "Site(graceful_timeout=...) must be in 0..86400, got -1"),
+    ("max_requests=1.5", "Site(max_requests=...) expects an integer"),
+    ("max_requests_jitter=10", "Site(max_requests_jitter=...) needs max_requests"),
+    ("max_rss=-5", "Site(max_rss=...) must be in 0..inf, got -5"),
+    ("hooks=[print]", "Site(hooks=...) expects a dict of hook name to function"),
+    ("hooks={'on_start': print}", "Site(hooks=...) has an unknown hook 'on_start'"),
+    ("hooks={'on_exit': 'print'}", "Site(hooks=...) 'on_exit' must be a function"),
+])
+def test_lifecycle_option_mistakes_point_at_the_line(tmp_path, options, message):
+    path = write_site(tmp_path, f"""
+        from twisthost import Redirect, Site
+
+        site = Site(default=Redirect("/"), {options})
+        """)
+    with pytest.raises(ConfigError) as error:
+        prepare(str(path))
+    assert f"{path}:3:" in str(error.value) and message in str(error.value)
+
+
+def test_workers_auto_means_one_per_cpu(tmp_path):
+    path = write_site(tmp_path, """
+        from twisthost import Redirect, Site
+        site = Site(default=Redirect("/"), workers="auto")
+        """)
+    site = prepare(str(path)).site
+    assert site.workers == (os.cpu_count() or 1) and site.uses_master() == (site.workers > 1)

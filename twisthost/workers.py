@@ -1,0 +1,470 @@
+"""Worker processes: use every core, reload without dropping a request.
+
+Python serves one core per process, so ``Site(workers=N)`` runs a master and
+N workers.  The master binds every listener once (so privileged ports work
+with twistd's ``--uid/--gid``), then stops reading from them: it never
+accepts a connection.  Each worker is a fresh ``python -m twisthost.workers``
+process that inherits the listening sockets as file descriptors and adopts
+them (``reactor.adoptStreamPort``), so all workers accept from one kernel
+queue.  Because the master holds the sockets, a worker that dies or retires
+loses no queued connection: the others (or its replacement) accept it.  See
+``docs/design.md`` ("Process model") for why one shared queue rather than
+``SO_REUSEPORT``.
+
+The master restarts workers that die (backing off when they crash-loop),
+replaces them gracefully on reload (new ones up first), when they reach
+``max_requests`` or ``max_rss``, and forwards signals.  Workers talk back on
+one pipe (fd 3) with one-line messages: ``ready`` and ``recycle <why>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sys
+
+from twisted.application.service import Service
+from twisted.internet import defer, endpoints, protocol, task
+from twisted.internet.error import ProcessExitedAlready
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import sdnotify
+from .config import TLS
+from .errors import ConfigError
+from .hooks import run_hook
+from .service import HostService, on_signals, prepare, reopen_log_files
+
+log = Logger()
+
+CONTROL_FD = 3  # worker -> master messages
+FIRST_SOCKET_FD = 4  # the listening sockets follow, one fd each
+QUICK_DEATH = 5.0  # a worker dying sooner than this after its start is crash-looping
+MAX_BACKOFF = 30.0
+KILL_AFTER = 5.0  # seconds past graceful_timeout before a worker is SIGKILLed
+RSS_INTERVAL = 5.0
+
+
+def socket_description(item) -> str:
+    """The endpoint string whose socket an item listens on (TLS wraps one)."""
+    return item.endpoint if isinstance(item, TLS) else item
+
+
+# ------------------------------------------------------------------------- master
+
+
+class _NeverAccepts(protocol.ServerFactory):
+    """The master's sockets are paused at once: workers accept, never the master."""
+
+    noisy = False
+
+
+def bind(reactor, description: str):
+    """Listen on ``description`` with a paused port and return it."""
+    outcome = []
+    endpoints.serverFromString(reactor, description).listen(_NeverAccepts()).addBoth(outcome.append)
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    port = outcome[0]
+    port.stopReading()
+    return port
+
+
+class Worker(protocol.ProcessProtocol):
+    """The master's view of one worker process."""
+
+    def __init__(self, master: "Master", generation: int, replaces: "Worker | None" = None):
+        self.master = master
+        self.generation = generation
+        self.replaces = replaces  # an older worker to retire once this one is ready
+        self.started = master.reactor.seconds()
+        self.pid = None  # set at spawn; kept after exit for the log lines
+        self.ready = False
+        self.retiring = False
+        self.ended: defer.Deferred = defer.Deferred()
+        self._partial: dict[int, bytes] = {}
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        *lines, self._partial[fd] = (self._partial.get(fd, b"") + data).split(b"\n")
+        for line in lines:
+            self._line(fd, line.decode("utf-8", "replace").rstrip("\r"))
+
+    def _line(self, fd: int, text: str) -> None:
+        if fd == CONTROL_FD:
+            self.master.message(self, text)
+        elif text:
+            log.info("worker {pid}: {line}", pid=self.pid, line=text)
+
+    def signal(self, signum: int) -> None:
+        try:
+            self.transport.signalProcess(signum)
+        except (ProcessExitedAlready, OSError):
+            pass
+
+    def processEnded(self, reason: Failure) -> None:
+        for fd, rest in self._partial.items():
+            if rest:
+                self._line(fd, rest.decode("utf-8", "replace"))
+        self.master.worker_ended(self, reason.value)
+        self.ended.callback(None)
+
+
+def _status(reason) -> str:
+    if getattr(reason, "signal", None):
+        return f"killed by signal {signal.Signals(reason.signal).name}"
+    return f"exit status {getattr(reason, 'exitCode', 0)}"
+
+
+class Master(Service):
+    """Binds the sockets, keeps ``Site(workers=N)`` workers running, never serves."""
+
+    def __init__(self, prepared, listen=None, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.current = prepared
+        self.pending = None  # the Prepared a reload is rolling out
+        self.fixed_listen = tuple(listen) if listen else None
+        self.sockets: dict = {}  # endpoint string -> paused Port, shared with workers
+        self.workers: list[Worker] = []
+        self.target = prepared.site.workers
+        self.generation = 0
+        self.backoff = 0.0
+        self.fast_stop = False
+        self.stopping = False
+        self.announced = False
+        self._later: list = []
+        self._rss = task.LoopingCall(self.check_rss)
+        self._rss.clock = reactor
+
+    def descriptions(self, site) -> list[str]:
+        return [socket_description(item) for item in self.fixed_listen or site.listen]
+
+    # -- start
+
+    def privilegedStartService(self) -> None:
+        run_hook(self.current.site, "on_starting", self.current.site)
+        for description in self.descriptions(self.current.site):
+            self.sockets[description] = bind(self.reactor, description)
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        super().startService()
+        on_signals(self.reactor, {
+            signal.SIGHUP: self.reload,
+            signal.SIGTERM: self.reactor.stop,
+            signal.SIGINT: self.stop_fast,
+            signal.SIGQUIT: self.stop_fast,
+            signal.SIGUSR1: self.reopen,
+            signal.SIGTTIN: lambda: self.resize(+1),
+            signal.SIGTTOU: lambda: self.resize(-1),
+        })
+        self.reactor.callWhenRunning(self._running)
+
+    def _running(self) -> None:
+        log.info("master {pid}: starting {n} worker(s)", pid=os.getpid(), n=self.target)
+        self.maintain()
+        if self.current.site.max_rss:
+            self._rss.start(RSS_INTERVAL, now=False)
+
+    def spawn(self, prepared=None, replaces: Worker | None = None) -> Worker:
+        prepared = prepared or self.current
+        site = prepared.site
+        worker = Worker(self, self.generation, replaces)
+        child_fds = {0: "w", 1: "r", 2: "r", CONTROL_FD: "r"}
+        sockets = {}
+        for offset, (description, port) in enumerate(self.sockets.items()):
+            child_fds[FIRST_SOCKET_FD + offset] = port.fileno()
+            sockets[description] = [FIRST_SOCKET_FD + offset, int(port.socket.family)]
+        max_requests = site.max_requests and site.max_requests + random.randint(0, site.max_requests_jitter)
+        args = [sys.executable, "-m", "twisthost.workers", "--config", prepared.path,
+                "--sockets", json.dumps(sockets), "--max-requests", str(max_requests)]
+        env = {key: value for key, value in os.environ.items() if key != "NOTIFY_SOCKET"}
+        worker.pid = self.reactor.spawnProcess(worker, sys.executable, args, env=env, childFDs=child_fds).pid
+        self.workers.append(worker)
+        return worker
+
+    def serving(self) -> list[Worker]:
+        """Workers of the current generation that are not on their way out."""
+        return [w for w in self.workers if w.generation == self.generation and not w.retiring
+                and not (w.replaces and not w.ready)]
+
+    def maintain(self) -> None:
+        """Start workers until ``target`` serve (the backoff delays restarts of crashing ones)."""
+        if self.stopping or self.pending:
+            return
+        for _ in range(self.target - len(self.serving())):
+            self.spawn()
+
+    def later(self, delay: float, function, *args) -> None:
+        self._later = [call for call in self._later if call.active()]
+        self._later.append(self.reactor.callLater(delay, function, *args))
+
+    # -- worker messages and deaths
+
+    def message(self, worker: Worker, text: str) -> None:
+        command, _, detail = text.partition(" ")
+        if command == "ready":
+            self.worker_ready(worker)
+        elif command == "recycle" and not worker.retiring and not self.stopping:
+            if any(w.replaces is worker for w in self.workers):
+                return
+            log.info("worker {pid} reached {why}: starting its replacement", pid=worker.pid, why=detail)
+            self.spawn(replaces=worker)
+
+    def worker_ready(self, worker: Worker) -> None:
+        worker.ready = True
+        if worker.replaces is not None:
+            self.retire(worker.replaces)
+            worker.replaces = None
+        if self.pending is not None:
+            if all(w.ready for w in self.workers if w.generation == self.generation):
+                self.finish_reload()
+        elif not self.announced and len([w for w in self.serving() if w.ready]) >= self.target:
+            self.announced = True
+            log.info("master {pid}: {n} worker(s) ready", pid=os.getpid(), n=self.target)
+            sdnotify.notify("READY=1", f"MAINPID={os.getpid()}")
+            run_hook(self.current.site, "when_ready", self.current.site)
+
+    def retire(self, worker: Worker, signum: int = signal.SIGTERM) -> None:
+        """Stop a worker gracefully; SIGKILL it if it outlives graceful_timeout."""
+        worker.retiring = True
+        worker.signal(signum)
+        grace = 0.0 if signum != signal.SIGTERM else self.current.site.graceful_timeout
+        self.later(grace + KILL_AFTER, self._kill, worker)
+
+    def _kill(self, worker: Worker) -> None:
+        if not worker.ended.called:
+            log.warn("worker {pid} outlived its graceful timeout: killing it", pid=worker.pid)
+            worker.signal(signal.SIGKILL)
+
+    def worker_ended(self, worker: Worker, reason) -> None:
+        self.workers.remove(worker)
+        status = _status(reason)
+        if worker.retiring or self.stopping:
+            log.info("worker {pid} stopped ({status})", pid=worker.pid, status=status)
+            return
+        if self.pending is not None and worker.generation == self.generation and not worker.ready:
+            self.abort_reload(f"a new worker exited before it was ready ({status})")
+            return
+        lived = self.reactor.seconds() - worker.started
+        if lived < QUICK_DEATH:
+            self.backoff = min(MAX_BACKOFF, max(0.5, self.backoff * 2))
+            log.error(
+                "worker {pid} died {lived:.1f}s after starting ({status}): restarting in {delay:g}s"
+                " (backing off while it keeps crashing)",
+                pid=worker.pid, lived=lived, status=status, delay=self.backoff,
+            )
+        else:
+            self.backoff = 0.0
+            log.error("worker {pid} died ({status}): restarting it", pid=worker.pid, status=status)
+        if worker.replaces is not None and not worker.replaces.retiring:
+            self.later(self.backoff, self._replace_again, worker.replaces)
+        else:
+            self.later(self.backoff, self.maintain)
+
+    def _replace_again(self, old: Worker) -> None:
+        if old in self.workers and not old.retiring and not self.stopping:
+            self.spawn(replaces=old)
+
+    # -- signals
+
+    def resize(self, change: int) -> None:
+        """TTIN/TTOU: one worker more or less (never below one)."""
+        if self.target + change < 1:
+            log.info("TTOU ignored: keeping the last worker")
+            return
+        self.target += change
+        log.info("now {n} worker(s)", n=self.target)
+        if change < 0 and self.serving():
+            self.retire(self.serving()[0])
+        else:
+            self.maintain()
+
+    def reopen(self) -> None:
+        reopen_log_files()
+        for worker in self.workers:
+            worker.signal(signal.SIGUSR1)
+
+    def check_rss(self) -> None:
+        limit = self.current.site.max_rss
+        for worker in self.serving():
+            mib = rss_mib(worker.pid)
+            if mib is not None and mib > limit and worker.ready:
+                self.message(worker, f"recycle max_rss ({mib:.0f} MiB > {limit} MiB)")
+
+    # -- reload
+
+    def reload(self) -> None:
+        """Load + build the config again; start new workers on it, then retire the old."""
+        if self.pending is not None or self.stopping:
+            log.warn("reload ignored: another reload or a stop is in progress")
+            return
+        sdnotify.reloading()
+        try:
+            new = prepare(self.current.path, self.reactor)
+            for description in self.descriptions(new.site):
+                if description not in self.sockets:
+                    self.sockets[description] = bind(self.reactor, description)
+                    log.info("reload: listening on {d}", d=description)
+        except Exception as error:
+            message = str(error) if isinstance(error, ConfigError) else f"{type(error).__name__}: {error}"
+            log.error("reload failed, keeping the running config: {error}", error=message)
+            self.close_unused_sockets(self.current.site)
+            sdnotify.notify("READY=1")
+            return
+        self.pending = new
+        self.generation += 1
+        self.target = new.site.workers
+        log.info("reload: starting {n} new worker(s)", n=self.target)
+        for _ in range(self.target):
+            self.spawn(new)
+
+    def finish_reload(self) -> None:
+        old = [w for w in self.workers if w.generation != self.generation]
+        for worker in old:
+            self.retire(worker)
+        self.current, self.pending = self.pending, None
+        self.close_unused_sockets(self.current.site)
+        log.info("reloaded {path}: new workers ready, {n} old worker(s) stopping",
+                 path=self.current.path, n=len(old))
+        sdnotify.notify("READY=1")
+        run_hook(self.current.site, "on_reload", self.current.site)
+        self.maintain()  # TTIN/TTOU during the reload
+
+    def abort_reload(self, why: str) -> None:
+        log.error("reload failed, keeping the running workers: {why}", why=why)
+        for worker in [w for w in self.workers if w.generation == self.generation]:
+            self.retire(worker, signal.SIGINT)
+        self.pending = None
+        self.generation -= 1
+        self.target = self.current.site.workers
+        self.close_unused_sockets(self.current.site)
+        sdnotify.notify("READY=1")
+
+    def close_unused_sockets(self, site) -> None:
+        wanted = set(self.descriptions(site))
+        for description in [d for d in self.sockets if d not in wanted]:
+            self.sockets.pop(description).stopListening()
+            log.info("closed listener {d}", d=description)
+
+    # -- stop
+
+    def stop_fast(self) -> None:
+        self.fast_stop = True
+        self.reactor.stop()
+
+    def stopService(self) -> defer.Deferred:
+        """TERM: workers finish their requests (up to graceful_timeout); INT/QUIT: at once."""
+        super().stopService()
+        self.stopping = True
+        sdnotify.notify("STOPPING=1")
+        if self._rss.running:
+            self._rss.stop()
+        for call in self._later:
+            if call.active():
+                call.cancel()
+        signum = signal.SIGINT if self.fast_stop else signal.SIGTERM
+        log.info("master: stopping {n} worker(s) with {sig}", n=len(self.workers), sig=signal.Signals(signum).name)
+        for worker in list(self.workers):
+            self.retire(worker, signum)
+        stopped = defer.DeferredList([w.ended for w in self.workers])
+        stopped.addBoth(lambda _: defer.DeferredList([p.stopListening() for p in self.sockets.values()]))
+        stopped.addBoth(lambda _: run_hook(self.current.site, "on_exit", self.current.site))
+        return stopped
+
+
+def rss_mib(pid) -> float | None:
+    """Resident memory of ``pid`` in MiB (Linux ``/proc``), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+# ------------------------------------------------------------------------- worker
+
+
+class WorkerService(HostService):
+    """A ``HostService`` on the master's sockets; it reports to the master on fd 3."""
+
+    standalone = False
+
+    def __init__(self, prepared, sockets: dict, max_requests: int = 0, reactor=None):
+        self.sockets = sockets  # endpoint string -> (fd, address family)
+        self.max_requests = max_requests
+        self._recycling = False
+        configured = [i for i in prepared.site.listen if socket_description(i) in sockets]
+        covered = {socket_description(i) for i in configured}
+        listen = configured + [d for d in sockets if d not in covered]  # twistd --listen
+        super().__init__(prepared, listen=listen, reactor=reactor)
+        if max_requests:
+            self.factory.connections.request_observers.append(self._count)
+        self._parent = os.getppid()
+        self._orphan_check = task.LoopingCall(self._check_parent)
+        self._orphan_check.clock = self.reactor
+
+    def endpoint(self, description: str):
+        fd, family = self.sockets[description]
+        return endpoints.AdoptedStreamServerEndpoint(self.reactor, fd, family)
+
+    def running_now(self) -> None:
+        super().running_now()
+        self.tell("ready")
+        self._orphan_check.start(1.0, now=False)
+
+    def stopService(self) -> defer.Deferred:
+        if self._orphan_check.running:
+            self._orphan_check.stop()
+        return super().stopService()
+
+    def tell(self, message: str) -> None:
+        os.write(CONTROL_FD, message.encode() + b"\n")
+
+    def _count(self, request) -> None:
+        if not self._recycling and self.factory.connections.requests >= self.max_requests:
+            self._recycling = True
+            self.tell(f"recycle max_requests ({self.max_requests})")
+
+    def _check_parent(self) -> None:
+        if os.getppid() != self._parent:
+            log.warn("the master is gone: stopping")
+            self.reactor.stop()
+
+
+def worker_main(argv=None) -> None:
+    """Entry point of a worker process (``python -m twisthost.workers``), run by the master."""
+    parser = argparse.ArgumentParser(prog="twisthost-worker")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--sockets", required=True, type=json.loads)
+    parser.add_argument("--max-requests", type=int, default=0)
+    args = parser.parse_args(argv)
+    for name in ("SIGHUP", "SIGTTIN", "SIGTTOU"):  # the master's signals, not ours
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+    from twisted.internet import reactor
+    from twisted.logger import FileLogObserver, eventAsText, globalLogBeginner
+
+    globalLogBeginner.beginLoggingTo(
+        [FileLogObserver(sys.stdout, lambda event: eventAsText(event, includeTimestamp=False) + "\n")],
+        redirectStandardIO=False,
+    )
+    try:
+        prepared = prepare(args.config, reactor)
+    except ConfigError as error:
+        sys.stderr.write(f"{error}\n")
+        raise SystemExit(1) from None
+    service = WorkerService(prepared, args.sockets, args.max_requests, reactor)
+    service.privilegedStartService()
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    worker_main()
