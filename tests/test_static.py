@@ -448,7 +448,7 @@ def test_keep_alive_mixes_small_big_and_304(server, validators):
                                           ("/ten.bin", {"If-None-Match": validators[0]}, 304),
                                           ("/ten.bin", {"Range": "bytes=1-2"}, 206)):
                 conn.request("GET", path, headers={"Host": "plain.test", **headers})
-                response = conn.get_response() if hasattr(conn, "get_response") else conn.getresponse()
+                response = conn.getresponse()
                 response.read()
                 assert response.status == status
     finally:

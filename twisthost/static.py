@@ -3,8 +3,9 @@
 ``twisted.web.static.File`` walks the URL one segment at a time, lists
 folders, serves dotfiles and follows any symlink.  Here the mount is a leaf:
 it takes the whole (already percent-decoded) ``request.postpath`` at once,
-refuses every traversal form, resolves the result with ``realpath`` and
-checks that it is still inside ``root`` before anything is opened.  Then it
+refuses every traversal form, and walks the names with ``lstat``; a symlink
+on the way sends the path through ``realpath`` and a check that it is still
+inside ``root``, all before anything is opened.  Then it
 decides between file, index, listing, fallback and 404, and hands the file
 to :class:`twisthost.staticfile.FileResponse` for the HTTP side.
 """
@@ -47,7 +48,11 @@ class StaticResource(Resource):
         return self.serve(request, request.postpath)
 
     def serve(self, request, segments: list[bytes]):
-        """Answer ``request`` with the file, folder or fallback ``segments`` name."""
+        """Answer ``request`` with the file, folder or fallback ``segments`` name.
+
+        Unlike :meth:`render` this skips the ``internal`` check: it is the hook
+        an ``X-Accel-Redirect`` hand-off calls with the redirect's segments.
+        """
         try:
             names = self.names(segments)
         except BadPath:
