@@ -205,7 +205,7 @@ class Bench:
             return scenarios.isolation(process, self.generator, request, scenario.side, o, scenario.connections)
         if scenario.kind == "upload":
             return scenarios.upload(process, request, o.upload_mib * scenarios.MIB, timeout=120)
-        return scenarios.idle(process, request, o.idle, timeout=15)
+        return scenarios.idle(process, request, o.idle, timeout=10)
 
 
 def _brief(row: report.Row) -> str:

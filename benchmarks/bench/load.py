@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import shlex
 import subprocess
 import threading
@@ -44,10 +45,6 @@ class Load:
     status_errors: int  # responses with status >= 400 (wrk's "Non-2xx or 3xx responses")
     socket_errors: int  # connect, read, write errors and timeouts
 
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
 
 @dataclass
 class Request:
@@ -69,9 +66,10 @@ class Wrk:
         self.workdir = workdir
 
     def argv(self, url: str, request: Request, seconds: float, connections: int | None, script: str) -> list[str]:
+        # wrk takes whole seconds only
         return [
             self.binary, f"-t{self.threads}", f"-c{connections or self.connections}",
-            f"-d{seconds:g}s", f"--timeout={self.timeout:g}s", "--latency", "-s", script,
+            f"-d{math.ceil(seconds)}s", f"--timeout={math.ceil(self.timeout)}s", "--latency", "-s", script,
             url + request.path,
         ]
 

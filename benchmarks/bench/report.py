@@ -161,6 +161,8 @@ def page(rows, chosen_scenarios, peers, options, *, started, minutes, machine, v
         "- RSS and PSS are summed over the server's process tree (master, workers, routers) and are the peak "
         "of samples taken every 0.5 s during the run (every 20 ms during an upload). PSS shares pages "
         "fairly among the processes that share them: it is the figure to compare pre-forking servers by.",
+        "- *req/s* counts only successful answers (status below 400); CPU µs/req divides by every "
+        "answer, errors included.",
         "- *status ≥400* is wrk's count of error responses; *socket errors* are connect, read and write "
         "errors and timeouts (wrk --timeout " f"{options.timeout:g} s).",
         f"- Ratio columns (×) divide by the reference server: the first of `{options.ref}` with a result "

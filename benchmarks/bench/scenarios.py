@@ -115,7 +115,7 @@ def isolation(process: Process, generator, request: Request, side: Request, opti
 
 def _load_metrics(load) -> dict:
     return {
-        "rps": load.rps, "p50_ms": load.p50_ms, "p99_ms": load.p99_ms,
+        "rps": (load.requests - load.status_errors) / load.seconds if load.seconds else 0.0, "p50_ms": load.p50_ms, "p99_ms": load.p99_ms,
         "status_errors": load.status_errors, "socket_errors": load.socket_errors, "requests": load.requests,
     }
 

@@ -163,6 +163,7 @@ def _twisthost(site_options: str) -> Callable[[Slot], Launch]:
 
 
 GUNICORN_NOTE = "off (gunicorn's default: no --access-logfile)"
+TWISTHOST_NOTE = "off (Site(access_log=None), the default)"
 TWISTD_NOTE = "on: twistd web has no switch to turn it off; lines go to the twistd log (a file)"
 
 PEERS = [
@@ -185,9 +186,9 @@ PEERS = [
          "nginx, 2 workers, sendfile on, keepalive 32 to the upstream", "off (access_log off)", _nginx,
          needs=("nginx",)),
     Peer("twisthost", frozenset({"wsgi", "static", "proxy"}), "twisthost, one process",
-         "twisthost's default", _twisthost("")),
+         TWISTHOST_NOTE, _twisthost("")),
     Peer("twisthost-w2", frozenset({"wsgi", "static", "proxy"}), "twisthost, workers=2",
-         "twisthost's default", _twisthost("\n    workers=2,")),
+         TWISTHOST_NOTE, _twisthost("\n    workers=2,")),
     Peer("direct", frozenset({"proxy"}), "no proxy: wrk straight at the gunicorn backend",
          GUNICORN_NOTE, lambda slot: Launch([]), attaches_backend=True),
 ]
