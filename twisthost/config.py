@@ -254,14 +254,50 @@ def _absolute_paths(spec_: Spec, name: str) -> tuple:
 
 @spec
 class WSGI(Service):
-    """A PEP 3333 application (Flask, Django, ...) run in a thread pool."""
+    """A PEP 3333 application (Flask, Django, ...) run in a thread pool.
+
+    The reactor reads the whole request body first (so a slow client never
+    holds a thread), then a pool thread runs the app.  At most ``threads``
+    requests run and ``queue`` more wait; beyond that the answer is an
+    immediate 503 with Retry-After instead of an unbounded backlog.  Apps
+    sharing ``pool="name"`` share one pool and must agree on its size.
+    """
 
     target: str = option(doc="Import target: 'pkg.mod:app' or 'pkg.mod:create_app()'.", positional=True)
     pythonpath: tuple = option((), doc="Extra folders put on sys.path before importing, relative to the config file.")
+    threads: int = option(8, doc="Most requests the app runs at once (threads in its pool).")
+    min_threads: int = option(1, doc="Threads started with the pool; more start on demand up to `threads`.")
+    pool: Any = option(None, doc="Name of a thread pool shared with other WSGI apps that give the same name (and sizes).")
+    queue: Any = option(None, doc="Requests that may wait for a busy pool; more get 503 + Retry-After at once. Default: 2 x threads.")
+    max_body: int = option(1 << 30, doc="Largest request body in bytes; a bigger Content-Length gets 413 before the body is read.")
+    body_spool: int = option(100_000, doc="Request bodies up to this many bytes stay in memory; bigger ones go to a temporary file.")
+    timeout: Any = option(None, doc="Seconds a request may take (queue wait included) before it gets 504 and the stuck thread's stack is logged; None = no limit.")
+    debug: bool = option(False, doc="Show the traceback in the body of a 500 (never in production).")
 
     def check(self) -> None:
         self.want_target("target")
         self._set("pythonpath", _absolute_paths(self, "pythonpath"))
+        self.want_number("threads", 1, 1024, integer=True)
+        self.want_number("min_threads", 0, integer=True)
+        if self.min_threads > self.threads:
+            raise self.fail(
+                f"WSGI(min_threads={self.min_threads}) is more than threads={self.threads}",
+                "min_threads is how many of the `threads` start at once",
+            )
+        if self.pool is not None and (not isinstance(self.pool, str) or not self.pool):
+            raise self.fail(f"WSGI(pool=...) expects a pool name, got {self.pool!r}")
+        if self.queue is None:
+            self._set("queue", 2 * self.threads)
+        self.want_number("queue", 0, integer=True)
+        self.want_number("max_body", 0, integer=True)
+        self.want_number("body_spool", 0, integer=True)
+        if self.timeout is not None:
+            self._set("timeout", float(self.want_number("timeout", 0.001)))
+        self.want("debug", bool, "True or False")
+
+    def pool_key(self) -> tuple:
+        """What pools shared by name must agree on."""
+        return (self.threads, self.min_threads, self.queue)
 
 
 @spec

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 from twisted.web import http, server
 
+from .bodylimit import BodyLimitRequest
 from .channel import HostChannel
 from .config import Site
 from .graceful import Connections
 from .limits import ConnectionSlots, fit_open_files
 from .request import SafeErrorsRequest
+
+
+class HostRequest(BodyLimitRequest, SafeErrorsRequest):
+    """Every request: service body limits, and error pages without internals."""
 
 
 class HostConnection(http._GenericHTTPChannelProtocol):
@@ -40,7 +45,7 @@ class HostSite(server.Site):
     """The ``HTTPFactory`` for all listeners of one twisthost process."""
 
     displayTracebacks = False
-    requestFactory = SafeErrorsRequest
+    requestFactory = HostRequest
 
     def __init__(self, root, config: Site | None = None, **kwargs):
         kwargs.setdefault("parsePOSTFormSubmission", False)

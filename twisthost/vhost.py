@@ -14,6 +14,7 @@ import ipaddress
 from typing import Generic, TypeVar
 
 from twisted.web.resource import Resource, getChildForRequest
+from twisted.web.server import unquote
 
 from .config import normalize_host
 from .pages import ErrorPage
@@ -109,6 +110,11 @@ class RouteTable:
         return None
 
 
+def _without_trailing_slash(segments: list[bytes]) -> list[bytes]:
+    """``/app/`` matches the ``/app`` route like ``/app`` does."""
+    return segments[:-1] if len(segments) > 1 and segments[-1] == b"" else segments
+
+
 def _segments(prefix: str) -> list[bytes]:
     return [] if prefix == "/" else prefix.strip("/").encode("utf-8").split(b"/")
 
@@ -130,29 +136,44 @@ class VirtualHosts(Resource):
     def render(self, request):  # only reached for a request with an empty path
         return getChildForRequest(self.route(request), request).render(request)
 
-    def route(self, request):
+    def table_for(self, request):
+        """``(route table, host name)`` for the Host header, or ``(error page, None)``."""
         header = request.requestHeaders.getRawHeaders(b"host")
         if header is None:
-            if request.clientproto == b"HTTP/1.0":
-                name = ""
-            else:
-                return _BAD_HOST
+            if request.clientproto != b"HTTP/1.0":
+                return _BAD_HOST, None
+            name = ""
         elif len(header) != 1:
-            return _BAD_HOST
+            return _BAD_HOST, None
         else:
             name = host_from_header(header[0])
             if name is None:
-                return _BAD_HOST
+                return _BAD_HOST, None
         table = self.hosts.lookup(name)
-        if table is None:
-            return _NO_HOST
+        return (_NO_HOST, None) if table is None else (table, name)
+
+    def service_for(self, request, target: bytes):
+        """The service a request for ``target`` will reach, known as soon as its headers are in.
+
+        Lets the server apply that service's limits (``max_body``) before
+        reading the body; routing proper happens after the body is read.
+        """
+        table, _ = self.table_for(request)
+        if not isinstance(table, RouteTable):
+            return None
+        segments = [unquote(part) for part in target.partition(b"?")[0][1:].split(b"/")]
+        found = table.match(_without_trailing_slash(segments))
+        return found[0] if found else None
+
+    def route(self, request):
+        table, name = self.table_for(request)
+        if not isinstance(table, RouteTable):
+            return table
         if table.guard is not None:
             answer = table.guard(request, name)
             if answer is not None:
                 return answer
-        segments = request.postpath
-        if len(segments) > 1 and segments[-1] == b"":
-            segments = segments[:-1]
+        segments = _without_trailing_slash(request.postpath)
         found = table.match(segments)
         if found is None:
             return _NO_ROUTE

@@ -1,0 +1,219 @@
+"""Thread pools for WSGI apps: bounded, cheap per request, and never hanging a stop.
+
+Why not ``twisted.python.threadpool.ThreadPool`` as is: its queue is
+unbounded, handing it one call costs ~19 µs of CPU (context tracking plus the
+``_team`` coordinator; a ``queue.SimpleQueue`` costs ~0.4 µs), every result
+comes back through its own ``callFromThread`` (one pipe write and one reactor
+wake-up each), and ``stop()`` joins threads from the reactor thread, which is
+how ``twistd web --wsgi`` deadlocks on SIGTERM while requests are in flight.
+
+So a :class:`WorkerPool` is a ``twisted.application`` service around plain
+threads fed from a ``SimpleQueue``:
+
+- ``submit`` refuses work once ``threads + queue`` jobs are outstanding, so
+  the caller can answer 503 at once;
+- threads hand results back through a :class:`ReactorMailbox`, which wakes
+  the reactor once per batch instead of once per call;
+- ``stopService`` lets queued jobs finish and returns a Deferred that fires
+  when the threads are gone or after ``STOP_GRACE`` seconds, whichever is
+  first; threads still stuck then are daemon threads, abandoned with their
+  stacks logged, so the process can exit.
+
+Pool numbers live on :class:`PoolStats` as plain attributes for metrics.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import sys
+import threading
+import time
+import traceback
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+log = Logger()
+
+#: Seconds a stopping pool waits for its threads.  By then the site's graceful
+#: drain has already waited for in-flight requests, so only stuck threads remain.
+STOP_GRACE = 2.0
+
+_STOP = object()
+
+
+class ReactorMailbox:
+    """``post(f, *args)`` from any thread runs ``f(*args)`` in the reactor thread.
+
+    Like ``reactor.callFromThread`` but coalescing: calls posted while a drain
+    is already scheduled ride along with it, so a busy pool costs one reactor
+    wake-up per batch of responses rather than one per response.
+    """
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+        self._calls: collections.deque = collections.deque()
+        self._scheduled = False
+
+    def post(self, f, *args) -> None:
+        self._calls.append((f, args))
+        if not self._scheduled:
+            # A drain that is running has cleared the flag before popping, so
+            # it either takes this call or a new drain is scheduled for it.
+            self._scheduled = True
+            self._reactor.callFromThread(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        calls = self._calls
+        while calls:
+            f, args = calls.popleft()
+            try:
+                f(*args)
+            except Exception:
+                log.failure("error running {f!r} from a pool thread", f=f)
+
+
+class PoolStats:
+    """Numbers of one pool, read by metrics and the status page.
+
+    ``busy`` and ``queued`` are current values; the rest count up from start.
+    """
+
+    def __init__(self, name: str, threads: int, queue_limit: int):
+        self.name = name
+        self.max_threads = threads
+        self.queue_limit = queue_limit
+        self.threads = 0  # started and alive
+        self.busy = 0  # running a job
+        self.queued = 0  # accepted, waiting for a thread
+        self.accepted = 0
+        self.completed = 0
+        self.rejected = 0  # refused because threads + queue were all taken (503)
+        self.timeouts = 0  # requests answered 504 past their deadline
+        self.queue_wait_total = 0.0  # seconds, summed over started jobs
+        self.queue_wait_max = 0.0
+
+
+class WorkerPool(Service):
+    """A bounded pool of threads that runs jobs (objects with ``run()``).
+
+    Before ``run()`` the pool sets ``job.queue_wait`` (seconds spent queued)
+    and ``job.thread_id`` (the ident of the thread running it, for stack dumps).
+    """
+
+    def __init__(self, name: str, threads: int, min_threads: int, queue_limit: int, reactor):
+        self.label = name  # not `name`: MultiService wants service names unique
+        self.min_threads = min_threads
+        self.stats = PoolStats(name, threads, queue_limit)
+        self.mailbox = ReactorMailbox(reactor)
+        self._reactor = reactor
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._stopped: defer.Deferred | None = None
+
+    # -- reactor side
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+        for _ in range(self.min_threads):
+            self._spawn()
+
+    def submit(self, job) -> bool:
+        """Queue ``job``; False (and nothing queued) when the pool is full or stopping."""
+        stats = self.stats
+        if (
+            not self.running
+            or self._stopping
+            or stats.busy + stats.queued >= stats.max_threads + stats.queue_limit
+        ):
+            stats.rejected += 1
+            return False
+        job.queued_at = time.monotonic()
+        with self._lock:
+            stats.queued += 1
+            stats.accepted += 1
+            idle = stats.threads - stats.busy - stats.queued
+        if idle < 0 and stats.threads < stats.max_threads:
+            self._spawn()
+        self._jobs.put(job)
+        return True
+
+    def stopService(self) -> defer.Deferred:
+        """Stop after the queued jobs; fire when the threads are gone or STOP_GRACE passed."""
+        super().stopService()
+        self._stopping = True
+        self._stopped = stopped = defer.Deferred()
+        alive = [thread for thread in self._threads if thread.is_alive()]
+        if not alive:
+            stopped.callback(None)
+            return stopped
+        for _ in alive:
+            self._jobs.put(_STOP)
+        deadline = self._reactor.callLater(STOP_GRACE, self._abandon)
+
+        def cancel_deadline(result):
+            if deadline.active():
+                deadline.cancel()
+            return result
+
+        return stopped.addBoth(cancel_deadline)
+
+    def stack_of(self, thread_id: int | None) -> str:
+        """The current stack of a pool thread, for logs about stuck requests."""
+        frame = sys._current_frames().get(thread_id) if thread_id else None
+        return "".join(traceback.format_stack(frame)) if frame is not None else "(not running)"
+
+    def _spawn(self) -> None:
+        thread = threading.Thread(
+            target=self._work, name=f"wsgi-{self.label}-{len(self._threads)}", daemon=True
+        )
+        self._threads.append(thread)
+        self.stats.threads += 1
+        thread.start()
+
+    def _thread_exited(self, thread) -> None:
+        self.stats.threads -= 1
+        self._threads.remove(thread)
+        if self._stopped is not None and not self._threads and not self._stopped.called:
+            self._stopped.callback(None)
+
+    def _abandon(self) -> None:
+        for thread in self._threads:
+            log.warn(
+                "pool {pool}: thread {thread} still busy at stop, abandoned:\n{stack}",
+                pool=self.label, thread=thread.name, stack=self.stack_of(thread.ident),
+            )
+        if not self._stopped.called:
+            self._stopped.callback(None)
+
+    # -- pool threads
+
+    def _work(self) -> None:
+        stats, lock, get = self.stats, self._lock, self._jobs.get
+        ident = threading.get_ident()
+        while True:
+            job = get()
+            if job is _STOP:
+                break
+            wait = time.monotonic() - job.queued_at
+            with lock:
+                stats.queued -= 1
+                stats.busy += 1
+                stats.queue_wait_total += wait
+                if wait > stats.queue_wait_max:
+                    stats.queue_wait_max = wait
+            job.queue_wait, job.thread_id = wait, ident
+            try:
+                job.run()
+            except BaseException:
+                log.failure("pool {pool}: job {job!r} failed", pool=self.label, job=job)
+            with lock:
+                stats.busy -= 1
+                stats.completed += 1
+        self.mailbox.post(self._thread_exited, threading.current_thread())
