@@ -29,7 +29,7 @@ docs: $(STAMP)
 	$(BIN)/python -m twisthost.docgen > docs/config.md
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -146,7 +146,13 @@ class Bench:
             if not peers:
                 continue
             log(f"== {scenario.name}: {', '.join(p.name for p in peers)}")
-            self.start_backend(scenario)
+            try:
+                self.start_backend(scenario)
+            except procs.StartError as error:
+                note = f"the proxy backend did not start: {error}"
+                self.rows += [report.Row(scenario.name, peer.name, 1, "failed", note=note) for peer in peers]
+                log(f"   {note}")
+                continue
             try:
                 self.run_scenario(scenario, peers)
             finally:
@@ -156,7 +162,6 @@ class Bench:
 
     def start_backend(self, scenario) -> None:
         if any(service == "proxy" for service, _ in scenario.routes):
-            self.backend = None
             self.backend = self.launch(BACKEND, {"wsgi"}, "/")
 
     def run_scenario(self, scenario, peers: list[Peer]) -> None:

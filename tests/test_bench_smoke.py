@@ -101,3 +101,23 @@ def test_a_server_that_ignores_sigterm_is_killed_and_reported(work):
     assert process.stop(1.0) is False
     assert process.stop_note == "stop hung: 1 process(es) killed after 1 s"
     assert not [pid for pid in pids if procs._alive(pid)]
+
+
+def test_report_takes_medians_and_ratios_against_the_first_present_reference():
+    from bench import report
+
+    rows = [
+        report.Row("hello", "a", 1, "ok", {"rps": 100.0, "cpu_us": 50.0}),
+        report.Row("hello", "a", 2, "ok", {"rps": 300.0, "cpu_us": float("nan")}),
+        report.Row("hello", "a", 3, "ok", {"rps": 200.0, "cpu_us": 70.0}),
+        report.Row("hello", "b", 1, "ok", {"rps": 400.0, "cpu_us": 30.0}),
+        report.Row("hello", "c", 1, "not available", note="WSGI is not available yet"),
+    ]
+    summaries = report.summarise(rows, "hello", ["a", "b", "c"])
+    assert summaries[0].medians == {"rps": 200.0, "cpu_us": 60.0}
+    text = report.table("throughput", summaries, ["missing", "a"])
+    lines = text.splitlines()
+    assert "× a" in lines[0]
+    assert lines[2].startswith("| a | 200 | 1.00 |") and "| 60 | 1.00 |" in lines[2]
+    assert lines[3].startswith("| b | 400 | 2.00 |") and "| 30 | 0.50 |" in lines[3]
+    assert "not available; WSGI is not available yet" in lines[4]

@@ -87,14 +87,16 @@ def summarise(rows: list[Row], scenario: str, servers: list[str]) -> list[Summar
             continue
         ok = [row for row in mine if row.status == "ok"]
         keys = {key for row in ok for key in row.metrics}
-        medians = {
-            key: statistics.median(v for row in ok if not _nan(v := row.metrics.get(key))) for key in keys
-            if any(not _nan(row.metrics.get(key)) for row in ok)
-        }
+        medians = {key: value for key in keys if (value := _median(ok, key)) is not None}
         notes = list(dict.fromkeys(row.note for row in mine if row.note))
         status = "ok" if ok else mine[0].status
         summaries.append(Summary(server, status, len(ok), medians, notes))
     return summaries
+
+
+def _median(rows: list[Row], key: str) -> float | None:
+    values = [row.metrics[key] for row in rows if not _nan(row.metrics.get(key))]
+    return statistics.median(values) if values else None
 
 
 def _nan(value) -> bool:
@@ -167,6 +169,8 @@ def page(rows, chosen_scenarios, peers, options, *, started, minutes, machine, v
         "errors and timeouts (wrk --timeout " f"{options.timeout:g} s).",
         f"- Ratio columns (×) divide by the reference server: the first of `{options.ref}` with a result "
         "in the scenario.",
+        "- A scenario lists the servers that offer what it needs: gunicorn, waitress and cheroot have no "
+        "file server and no proxy, nginx runs no WSGI, so they are absent from those tables.",
         "- *not available* means the server refused the configuration because that feature is not built "
         "yet; *skipped* means a peer could not be installed on this machine.",
         "",
