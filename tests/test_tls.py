@@ -1,8 +1,8 @@
-"""TLS listeners: SNI selection, defaults, versions, resumption, redirects, HSTS, config errors.
+"""TLS listeners: SNI selection, defaults, versions, ciphers, resumption, redirects, HSTS.
 
 One twistd (module scope) serves hosts a.test and *.b.test with their own
 certificates and a default certificate, on a TLS port and a plain one;
-clients are Python's ``ssl``, ``openssl s_client``-free.
+clients are Python's ``ssl`` and ``http.client``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ import pytest
 from tls_support import CA, ConfigServer, client_context, tls_get
 
 from conftest import free_port, write_site
-from twisthost import cli
-from twisthost.errors import ConfigError
-from twisthost.service import prepare
 
 ECHO_APP = """
 import json

@@ -151,4 +151,4 @@ site = Site(listen=[TLS("tcp:8443")], hosts=[Host("a.test", {SERVICE}, cert="{co
 """)
     listener = prepare(str(path)).context.shared["tls"]["tcp:8443"]
     assert listener.default.cert_path == str(combined)
-    assert listener.pair_for("a.test") is listener.default
+    assert listener.names == {"a.test": listener.default}

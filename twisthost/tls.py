@@ -193,15 +193,6 @@ def load_dir(folder: str, where: Where | None) -> list[KeyPair]:
 
 
 @dataclass
-class Entry:
-    """One name a listener answers for, and the certificate it gets."""
-
-    name: str
-    pair: KeyPair
-    source: str  # "Host", "certs_dir" or "TLS"
-
-
-@dataclass
 class ListenerTLS:
     """The built TLS side of one ``TLS(...)`` listener: a context per certificate.
 
@@ -212,22 +203,19 @@ class ListenerTLS:
 
     config: c.TLS
     default: KeyPair
-    entries: dict[str, Entry]
+    names: dict[str, KeyPair]  # exact names and "*.suffix" wildcards
     warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._session_id = os.urandom(16).hex().encode()  # one per listener: resumption across SNI switches
+        self._client_cas = _ca_certs(self.config) if self.config.client_ca else None
         contexts: dict[int, SSL.Context] = {}
-        for pair in [self.default] + [entry.pair for entry in self.entries.values()]:
+        for pair in [self.default, *self.names.values()]:
             if id(pair) not in contexts:
                 contexts[id(pair)] = self._context(pair)
-        self._contexts = {name: contexts[id(entry.pair)] for name, entry in self.entries.items()}
+        self._contexts = {name: contexts[id(pair)] for name, pair in self.names.items()}
         self.default_context = contexts[id(self.default)]
         self.default_context.set_tlsext_servername_callback(self._on_servername)
-
-    def pair_for(self, name: str | None) -> KeyPair:
-        entry = self._lookup(self.entries, name)
-        return entry.pair if entry is not None else self.default
 
     def context_for(self, name: str | None) -> SSL.Context:
         found = self._lookup(self._contexts, name)
@@ -253,8 +241,8 @@ class ListenerTLS:
     def _context(self, pair: KeyPair) -> SSL.Context:
         config = self.config
         verify = {}
-        if config.client_ca is not None:
-            verify = {"verify": True, "caCerts": _ca_certs(config),
+        if self._client_cas:
+            verify = {"verify": True, "caCerts": self._client_cas,
                       "requireCertificate": config.verify_client == "required"}
         options = CertificateOptions(
             privateKey=pair.key,
@@ -292,48 +280,46 @@ def _ca_certs(config: c.TLS) -> list:
 def build_listener(item: c.TLS, site: c.Site, now: datetime.datetime | None = None) -> ListenerTLS:
     """Load every certificate ``item`` serves and pick its default; warn about near expiry."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    entries: dict[str, Entry] = {}
+    names: dict[str, KeyPair] = {}
     own = load_pair(item.cert, item.key, item.where, "TLS(cert)", now) if item.cert else None
     # Lowest precedence first, so later registrations win: the listener's own
     # certificate, then the folder's (the one expiring last wins a shared
     # name), then each Host's own certificate.
-    ranked = [(own, "TLS")] if own else []
+    ranked = [own] if own else []
     if item.certs_dir:
-        ranked += [(pair, "certs_dir") for pair in sorted(load_dir(item.certs_dir, item.where), key=lambda p: p.expires)]
-    for pair, source in ranked:
-        for name in pair.names:
-            entries[name] = Entry(name, pair, source)
+        ranked += sorted(load_dir(item.certs_dir, item.where), key=lambda pair: pair.expires)
+    for pair in ranked:
+        names.update(dict.fromkeys(pair.names, pair))
     for host in site.hosts:
         if host.cert is None:
             continue
         pair = load_pair(host.cert, host.key, host.where, f"Host({host.name!r}, cert=...)", now)
-        for name in host.names():
-            entries[name] = Entry(name, pair, "Host")
-    default = _default(item, site, own, entries)
+        names.update(dict.fromkeys(host.names(), pair))
+    default = _default(item, own, names)
     warnings = []
-    for pair in {id(p): p for p in [default] + [e.pair for e in entries.values()]}.values():
+    for pair in {id(p): p for p in [default, *names.values()]}.values():
         if pair.expires - now < EXPIRY_WARNING:
             warnings.append(f"{pair.where or ''}: warning: certificate {pair.cert_path} expires on "
                             f"{pair.expires:%Y-%m-%d %H:%M} UTC ({(pair.expires - now).days} days)")
     for host in site.hosts:
         for name in host.names() if host.cert is not None else ():
-            pair = entries[name].pair
+            pair = names[name]
             if name not in pair.names and not pair.covers(name):
                 warnings.append(f"{host.where}: warning: certificate {host.cert} does not cover {name!r} "
                                 f"(it is for {', '.join(pair.names) or 'no names'})")
-    return ListenerTLS(item, default, entries, warnings)
+    return ListenerTLS(item, default, names, warnings)
 
 
-def _default(item: c.TLS, site: c.Site, own: KeyPair | None, entries: dict[str, Entry]) -> KeyPair:
+def _default(item: c.TLS, own: KeyPair | None, names: dict[str, KeyPair]) -> KeyPair:
     if item.default is not None:
-        entry = ListenerTLS._lookup(entries, c.normalize_host(item.default))
-        if entry is None:
+        pair = ListenerTLS._lookup(names, item.default)
+        if pair is None:
             raise ConfigError(f"TLS(default={item.default!r}) names no host or certificate of this listener",
-                              item.where, "known names: " + ", ".join(sorted(entries)) if entries else "")
-        return entry.pair
+                              item.where, "known names: " + ", ".join(sorted(names)) if names else "")
+        return pair
     if own is not None:
         return own
-    distinct = {id(entry.pair): entry.pair for entry in entries.values()}
+    distinct = {id(pair): pair for pair in names.values()}
     if len(distinct) == 1:
         return next(iter(distinct.values()))
     if not distinct:
@@ -400,7 +386,7 @@ def describe(listeners: dict[str, ListenerTLS]) -> list[str]:
             flags.append(f"client certs {config.verify_client}")
         lines.append(f"  {endpoint}  ({', '.join(flags)})")
         rows = [("(no SNI / unknown)", listener.default)] + [
-            (name, entry.pair) for name, entry in sorted(listener.entries.items())]
+            *sorted(listener.names.items())]
         width = max(len(name) for name, _ in rows)
         for name, pair in rows:
             lines.append(f"    {name.ljust(width)}  -> {pair.label()}  (expires {pair.expires:%Y-%m-%d})")
