@@ -369,7 +369,7 @@ class Master(Service):
                 call.cancel()
         signum = signal.SIGINT if self.fast_stop else signal.SIGTERM
         log.info("master: stopping {n} worker(s) with {sig}", n=len(self.workers), sig=signal.Signals(signum).name)
-        for worker in list(self.workers):
+        for worker in [w for w in self.workers if self.fast_stop or not w.retiring]:
             self.retire(worker, signum)
         stopped = defer.DeferredList([w.ended for w in self.workers])
         stopped.addBoth(lambda _: defer.DeferredList([p.stopListening() for p in self.sockets.values()]))
