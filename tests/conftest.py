@@ -71,7 +71,8 @@ class Server:
             raise RuntimeError(f"twistd did not start:\n{self.log()}") from None
 
     def log(self) -> str:
-        self.log_file.flush()
+        if not self.log_file.closed:
+            self.log_file.flush()
         return self.log_path.read_text(errors="replace")
 
     def request(self, method="GET", path="/", host="localhost", headers=None, body=None,
