@@ -5,7 +5,7 @@
 #   curl http://app.localhost:8080/
 #   curl --cacert examples/tls/localhost.pem --http2 https://app.localhost:8443/
 #   twisthost check examples/site.py
-from twisthost import CGI, TLS, HealthCheck, Host, Proxy, Redirect, Resource, Scripts, Site, Static
+from twisthost import CGI, TLS, WSGI, HealthCheck, Host, Proxy, Redirect, Resource, Scripts, Site, Static
 
 site = Site(
     listen=[
@@ -44,6 +44,9 @@ site = Site(
             "/files": Static("static/files", listing=True),
         }),
         # A wildcard: any other name under .localhost goes to the app.
+        # A Flask app (examples/wsgi_demo.py, docs/wsgi.md) on 4 threads, a queue of 8 and a
+        # 3 s deadline:  curl http://wsgi.localhost:8080/stream ; curl http://wsgi.localhost:8080/slow?s=5
+        Host("wsgi.localhost", WSGI("wsgi_demo:app", threads=4, queue=8, timeout=3)),
         Host("*.localhost", Redirect("http://app.localhost:8080")),
     ],
     # Requests for names no host claims (e.g. http://127.0.0.1:8080/).

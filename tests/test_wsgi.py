@@ -225,8 +225,7 @@ def test_client_leaving_mid_stream_calls_close(server, tmp_path):
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(f"GET /endless?marker={marker} HTTP/1.1\r\nHost: app.test\r\n\r\n".encode())
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-    wait_for(marker.exists)
-    assert marker.read_text() == "closed"
+    wait_for(lambda: marker.exists() and marker.read_text() == "closed")
 
 
 def test_slow_reader_does_not_make_the_server_buffer_the_response(server):

@@ -1,0 +1,28 @@
+"""The demo's WSGI app (Flask): mounted at wsgi.localhost, see docs/wsgi.md."""
+
+import time
+
+from flask import Flask, Response, request
+
+app = Flask(__name__)
+
+
+@app.get("/")
+def index():
+    return f"Hello from Flask on twisthost (SCRIPT_NAME={request.script_root!r}, client {request.remote_addr})\n"
+
+
+@app.get("/stream")
+def stream():
+    def ticks():
+        for i in range(5):
+            yield f"tick {i}\n"
+            time.sleep(0.2)
+    return Response(ticks(), mimetype="text/plain")
+
+
+@app.get("/slow")
+def slow():
+    """Sleeps ?s= seconds: try ?s=5 against the 3 s deadline to see a 504 and a stack in the log."""
+    time.sleep(float(request.args.get("s", "1")))
+    return "done\n"
