@@ -8,6 +8,8 @@ go to the site's log.
 
 from __future__ import annotations
 
+import time
+
 from .forwarded import resolve_client
 from .logs import access_log_for, record
 
@@ -21,9 +23,12 @@ class RequestObserver:
         self.metrics = metrics
 
     def finished(self, request) -> None:
-        entry = record(request, resolve_client(request, self.trusted).addr)
         notes = getattr(request, "notes", None)
         logger = notes.logger if notes is not None else self.site_log
-        if logger is not None:
-            logger.write(entry)
-        self.metrics.finished(entry)
+        if logger is not None:  # the log line's dict (and the client's address) only for a log
+            logger.write(record(request, resolve_client(request, self.trusted).addr))
+        if notes is None:
+            self.metrics.finished("-", "-", request.code, 0.0, request.sentLength)
+        else:
+            self.metrics.finished(notes.host or "-", notes.route or "-", request.code,
+                                  time.monotonic() - notes.started, request.sentLength, notes.extra)
