@@ -26,6 +26,8 @@ site = Site(
             "/": Scripts("../rpy"),
             "/cgi-bin": CGI("cgi-bin", interpreters={".py": "python3", ".pl": "perl"}, timeout=10),
         }),
+        # HTTPS only: plain HTTP gets 308 to https://secure.localhost:8443, HTTPS gets HSTS.
+        Host("secure.localhost", Resource("demo_resources:hello"), https_redirect=True, hsts=True),
         # A reverse proxy (docs/proxy.md). Its upstream is this same demo on port 8080,
         # asked for app.localhost, so it runs with nothing else started:
         #   curl -i http://proxy.localhost:8080/    (see the X-Forwarded-* the app gets)
@@ -33,8 +35,6 @@ site = Site(
             "http://127.0.0.1:8080", host="app.localhost", via=True,
             health=HealthCheck("/", interval=10),
         )),
-        # HTTPS only: plain HTTP gets 308 to https://secure.localhost:8443, HTTPS gets HSTS.
-        Host("secure.localhost", Resource("demo_resources:hello"), https_redirect=True, hsts=True),
         # Static files (docs/static.md) from examples/static: ETag, 304, Range, a .gz sidecar,
         # no dotfiles, a custom 404 page, and a second mount with a folder listing.
         #   curl -i --compressed http://static.localhost:8080/css/site.css
@@ -51,4 +51,10 @@ site = Site(
     ],
     # Requests for names no host claims (e.g. http://127.0.0.1:8080/).
     default=Host(Resource("demo_resources:hello")),
+    # Hardening (docs/security.md): the defaults already suit the internet; these are
+    # tighter, e.g.  curl -i http://app.localhost:8080/$(head -c 5000 /dev/zero | tr '\0' a)  -> 414
+    max_request_line=4096,
+    max_connections_per_ip=64,
+    header_timeout=10,
+    server_header="twisthost",
 )

@@ -17,6 +17,7 @@ from twisted.web.resource import IResource
 from . import config as c
 from .errors import ConfigError
 from .importing import resolve
+from .logs import access_log_for
 from .tls import build_tls, host_guard
 from .vhost import HostTable, RouteTable, VirtualHosts
 
@@ -41,6 +42,10 @@ class BuildContext:
         self.reactor = reactor
         self.services = MultiService()
         self.shared: dict = {}  # named resources several services use, e.g. pools
+        # For the admin listener: name -> callable returning a list of row dicts
+        # (pools, upstreams...) and callables returning (name, ok, detail).
+        self.status_sources: dict = {}
+        self.readiness: list = []
 
 
 def build_root(site: c.Site, context: BuildContext) -> VirtualHosts:
@@ -64,6 +69,8 @@ def build_routes(host: c.Host, context: BuildContext) -> RouteTable:
     return RouteTable(
         {prefix: build_service(service, context) for prefix, service in host.routes.items()},
         guard=host_guard(host, context.site),
+        label=host.name or "(default)",
+        access_log=access_log_for(host, context.site, context),
     )
 
 

@@ -155,7 +155,7 @@ class Spec:
         exists = os.path.isdir(path) if kind == "dir" else os.path.isfile(path)
         if not exists:
             raise self.fail(
-                f"{self._label(name)}: {kind == 'dir' and 'folder' or 'file'} "
+                f"{self._label(name)}: {'folder' if kind == 'dir' else 'file'} "
                 f"{path!r} does not exist",
                 "relative paths are taken from the folder of the config file",
             )
@@ -501,10 +501,10 @@ class Proxy(Service):
         if self.ca is not None and not self.verify:
             raise self.fail("Proxy(ca=...) has no effect with verify=False", "drop one of them")
 
-    def _weights(self, urls: set) -> tuple:
+    def _weights(self, urls: set) -> tuple | None:
         """``{url: weight}`` as a sorted tuple of pairs, so the config stays hashable."""
         if self.weights is None:
-            return ()
+            return None
         if not isinstance(self.weights, dict):
             raise self.fail(
                 f"Proxy(weights=...) expects a dict of upstream URL to weight, got {self.weights!r}",
@@ -517,11 +517,11 @@ class Proxy(Service):
                 raise self.fail(f"Proxy(weights=...) weight of {url!r} must be an integer 1..1000, got {weight!r}")
         return tuple(sorted(self.weights.items()))
 
-    def _header_rules(self, name: str) -> tuple:
+    def _header_rules(self, name: str) -> tuple | None:
         """``{header: value or None}`` as a tuple of (lower-case bytes name, bytes value or None)."""
         rules = getattr(self, name)
         if rules is None:
-            return ()
+            return None
         if not isinstance(rules, dict):
             raise self.fail(
                 f"Proxy({name}=...) expects a dict of header name to value (or None to remove), got {rules!r}",
@@ -537,7 +537,7 @@ class Proxy(Service):
         return tuple(out)
 
     def weight_of(self, url: str) -> int:
-        return dict(self.weights).get(url, 1)
+        return dict(self.weights or ()).get(url, 1)
 
 
 @spec
@@ -739,6 +739,30 @@ class _NoReactor:
     """Endpoint constructors only store the reactor; parsing must not install one."""
 
 
+# --------------------------------------------------------------------------- logging
+
+
+def check_access_log(spec_: Spec, inherit: bool) -> None:
+    """``access_log``/``log_format`` of a Site or Host (a Host may say 'site')."""
+    from .logs import check_format
+
+    target = spec_.access_log
+    if not (inherit and target == "site") and target not in (None, "-"):
+        path = spec_.want("access_log", (str, os.PathLike), "a file path, '-' or None")
+        path = os.path.normpath(os.path.join(spec_.base_dir(), os.fspath(path)))
+        if not os.path.isdir(os.path.dirname(path)):
+            raise spec_.fail(
+                f"{spec_._label('access_log')}: folder {os.path.dirname(path)!r} does not exist",
+                "create the folder; relative paths are taken from the config file's folder",
+            )
+        spec_._set("access_log", path)
+    fmt = spec_.want("log_format", str, "'combined', 'json' or a template")
+    if not (inherit and fmt == "site"):
+        problem = check_format(fmt)
+        if problem:
+            raise spec_.fail(problem, "e.g. log_format='json' or '{remote} {status} {path}'")
+
+
 # --------------------------------------------------------------------------- hosts
 
 
@@ -848,7 +872,6 @@ class Host(Spec):
                 "e.g. hsts=HSTS(max_age=31536000, include_subdomains=True)",
             )
 
-
     def _host_name(self, name: str) -> str:
         normal = normalize_host(name)
         if not valid_host_name(normal):
@@ -902,6 +925,10 @@ class Site(Spec):
     max_requests: int = option(0, doc="Replace a worker gracefully after this many requests (0 = never). Recycling runs a master process even with workers=1.")
     max_requests_jitter: int = option(0, doc="Add a random 0..N to max_requests per worker so workers do not all recycle at once.")
     max_rss: int = option(0, doc="Replace a worker gracefully when its resident memory exceeds this many MiB (0 = never; checked every few seconds, Linux).")
+    access_log: Any = option(None, doc="Access log: a file path (relative to the config file), '-' for stdout, or None for none. Reopened on SIGUSR1.")
+    log_format: str = option("combined", doc="'combined' (Apache/nginx, client IP unquoted), 'json' (one object per line), or a template like '{remote} {host} {status} {duration_ms}'.")
+    admin: Any = option(None, doc="Endpoint of the admin listener (/healthz, /readyz, /metrics, /status), e.g. 'tcp:9901:interface=127.0.0.1'. Off when None.")
+    admin_token: Any = option(None, doc="Bearer token the admin listener requires (except on /healthz); strongly advised when it listens beyond loopback.")
     hooks: Any = option(None, doc="Dict of lifecycle hooks: on_starting, when_ready, post_worker_init, on_reload, on_exit (called with the Site), pre_request, post_request (called with the request).")
     max_request_line: int = option(8192, doc="Longest request line (method, target, version) in bytes; longer ones get 414.")
     max_header_size: int = option(32768, doc="Total bytes of a request's header lines; more gets 431.")
@@ -917,6 +944,10 @@ class Site(Spec):
     def check(self) -> None:
         self._check_lifecycle()
         self._check_limits()
+        check_access_log(self, inherit=False)
+        if self.admin is not None:
+            check_endpoint(self.admin, self.where, "Site(admin=...)")
+        self.want("admin_token", str, "a token string", optional=True)
         if isinstance(self.listen, (str, TLS)):
             self._set("listen", (self.listen,))
         listen = self.want("listen", (list, tuple), "a list of endpoint strings or TLS(...)")

@@ -53,6 +53,7 @@ class HostSite(server.Site):
         self.config = config if config is not None else Site()  # limits, timeouts, server_header
         self.slots = ConnectionSlots()
         self.connections = Connections(self.reactor)  # for graceful stop and max_requests
+        self.finish_observers: list = []  # callables(request): access log, metrics
 
     def protocol(self):
         return HostConnection(HostChannel())
@@ -73,6 +74,11 @@ class HostSite(server.Site):
     def getResourceFor(self, request):
         self.connections.request_started(request)
         return super().getResourceFor(request)
+
+    def log(self, request) -> None:
+        """Replaces Twisted's access log (a legacy-log call per request)."""
+        for observer in self.finish_observers:
+            observer(request)
 
     def swap_root(self, root, config: Site | None = None) -> None:
         """Serve new requests from ``root`` and limits from ``config``; routed requests keep the old tree."""

@@ -19,12 +19,15 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger, globalLogPublisher
 from twisted.python.logfile import BaseLogFile
 
-from . import sdnotify, tls
+from . import fanin, sdnotify, tls
 from .build import BuildContext, build_root
 from .config import TLS, Site
 from .errors import ConfigError
 from .hooks import run_hook
 from .loader import load
+from .admin import AdminState, admin_service
+from .metrics import Metrics
+from .observer import RequestObserver
 from .server import HostSite
 
 log = Logger()
@@ -111,6 +114,16 @@ class HostService(MultiService):
         self.fixed_listen = tuple(listen) if listen else None
         self.factory = HostSite(prepared.root, prepared.site)
         self.factory.connections.request_observers.append(self._request_hooks)
+        self.metrics = Metrics()  # lives across reloads; the observer is per config
+        self.observer = RequestObserver(prepared.context, self.metrics)
+        self.factory.connections.request_observers.append(self.metrics.started)
+        self.factory.finish_observers.append(lambda request: self.observer.finished(request))
+        state = AdminState(self.metrics, lambda: self.current, prepared.site.admin_token)
+        if self.standalone and prepared.site.admin:
+            admin_service(prepared.site.admin, state, self.reactor).setServiceParent(self)
+        elif not self.standalone and fanin.active_directory():
+            # A worker: the master's admin listener reads what this writes.
+            fanin.SnapshotWriter(fanin.active_directory(), state, self.reactor).setServiceParent(self)
         self.listeners: dict = {}  # listen item -> its StreamServerEndpointService
         self.fast_stop = False
         for item in self.listen_items(prepared.site):
@@ -210,13 +223,16 @@ class HostService(MultiService):
             new = prepare(self.current.path, self.reactor)
         except ConfigError as error:
             log.error("reload failed, keeping the running config: {error}", error=str(error))
+            self.metrics.reloaded(False, str(error))
             sdnotify.notify("READY=1")
             return False
         self._update_listeners(new.site)
         new.context.services.startService()
         old, self.current = self.current, new
+        self.observer = RequestObserver(new.context, self.metrics)
         self.factory.swap_root(new.root, new.site)
         old.context.services.stopService()
+        self.metrics.reloaded(True, new.path)
         log.info("reloaded {path}", path=new.path)
         sdnotify.notify("READY=1")
         run_hook(new.site, "on_reload", new.site)

@@ -11,12 +11,14 @@ is what services see as SCRIPT_NAME.
 from __future__ import annotations
 
 import ipaddress
+import time
 from typing import Generic, TypeVar
 
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import unquote
 
 from .config import normalize_host
+from .logs import RequestNotes, request_id
 from .pages import ErrorPage
 
 T = TypeVar("T")
@@ -178,6 +180,10 @@ class VirtualHosts(Resource):
         if found is None:
             return _NO_ROUTE
         resource, size = found
+        request.notes = RequestNotes(
+            table.label, "/" + "/".join(p.decode("utf-8", "replace") for p in segments[:size]),
+            time.monotonic(), request_id(request), table.access_log,
+        )
         request.prepath.extend(request.postpath[:size])
         del request.postpath[:size]
         return getChildForRequest(resource, request)
