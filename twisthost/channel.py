@@ -82,9 +82,9 @@ class HostChannel(http.HTTPChannel):
         return self.site.config
 
     def connectionMade(self):
+        self.timeOut = self.limits.header_timeout  # the first head's clock starts at the accept
         super().connectionMade()
         self._expect_head()
-        self.setTimeout(self.limits.header_timeout)
 
     def _expect_head(self) -> None:
         limits = self.limits

@@ -11,9 +11,9 @@ class Echo(Resource):
     isLeaf = True
 
     def render(self, request):
-        body = request.content.read()
+        size = sum(len(block) for block in iter(lambda: request.content.read(65536), b""))
         request.setHeader(b"content-type", b"text/plain")
-        return b"%s %s %d\n" % (request.method, request.uri, len(body))
+        return b"%s %s %d\n" % (request.method, request.uri, size)
 
 
 class Slow(Resource):
