@@ -241,3 +241,39 @@ def test_json_error_log(tmp_path, serve):
     lines = [json.loads(line) for line in server.log_path.read_text().splitlines()]
     assert lines and all({"time", "level", "namespace", "message"} <= set(line) for line in lines)
     assert any("starting up" in line["message"] for line in lines)
+
+
+def test_workers_are_summed_by_the_master(tmp_path, serve):
+    admin_port = free_port()
+    server = serve(f"""
+        from twisthost import Site, Host, Redirect
+        site = Site(hosts=[Host("a.test", Redirect("/to"))], workers=2,
+                    admin="tcp:{admin_port}:interface=127.0.0.1")
+    """)
+    server.admin_port = admin_port
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # both workers up and reporting
+        data = json.loads(admin_get(server, "/status.json")[2])
+        if len([p for p in data["sources"]["processes"] if p["role"] == "worker"]) == 2:
+            break
+        time.sleep(0.2)
+    for _ in range(30):
+        assert server.request(host="a.test")[0] == 301
+    samples = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        body = admin_get(server, "/metrics")[2].decode()
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body) for s in family.samples
+        }
+        if samples.get(("twisthost_requests_total", (("host", "a.test"), ("route", "/"), ("status", "3xx")))) == 30:
+            break
+        time.sleep(0.2)
+    assert samples[("twisthost_requests_total", (("host", "a.test"), ("route", "/"), ("status", "3xx")))] == 30
+    time.sleep(1.2)  # worker snapshots are written every second
+    data = json.loads(admin_get(server, "/status.json")[2])
+    (row,) = data["routes"]
+    assert row["host"] == "a.test" and row["total"] == 30
+    assert sum(p["requests"] for p in data["sources"]["processes"] if p["role"] == "worker") == 30
+    assert admin_get(server, "/readyz")[0] == 200

@@ -37,6 +37,7 @@ class AdminState:
         self.current = current  # callable -> service.Prepared now being served
         self.token = token
         self.started = time.time()
+        self.registry = metrics.registry  # what /metrics exposes
 
     def routes(self) -> list:
         return self.metrics.routes()
@@ -51,13 +52,16 @@ class AdminState:
     def processes(self) -> list:
         return [process_row(os.getpid(), self.started, self.metrics.total_requests())]
 
+    def all_sources(self) -> dict:
+        return {"processes": self.processes(), **self.sources()}
+
     def snapshot(self) -> dict:
         return {
             "pid": os.getpid(),
             "uptime": time.time() - self.started,
             "config": self.current().path,
             "routes": self.routes(),
-            "sources": {"processes": self.processes(), **self.sources()},
+            "sources": self.all_sources(),
             "reloads": list(self.metrics.reload_log),
         }
 
@@ -79,7 +83,7 @@ class SourceCollector:
         self.state = state
 
     def collect(self):
-        for source, rows in self.state.sources().items():
+        for source, rows in self.state.all_sources().items():
             families: dict = {}
             for row in rows:
                 labels = {k: str(v) for k, v in row.items() if isinstance(v, str)}
@@ -143,7 +147,7 @@ class Ready(AdminPage):
 
 class MetricsPage(AdminPage):
     def answer(self, request):
-        return CONTENT_TYPE_LATEST.encode(), generate_latest(self.state.metrics.registry)
+        return CONTENT_TYPE_LATEST.encode(), generate_latest(self.state.registry)
 
 
 class StatusJSON(AdminPage):
@@ -166,7 +170,7 @@ class AdminSite(server.Site):
 
 
 def admin_service(endpoint: str, state: AdminState, reactor) -> StreamServerEndpointService:
-    state.metrics.registry.register(SourceCollector(state))
+    state.registry.register(SourceCollector(state))
     root = Resource()
     root.putChild(b"healthz", Health(state, needs_token=False))
     root.putChild(b"readyz", Ready(state))

@@ -12,17 +12,18 @@ live workers.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
+import shutil
+import tempfile
 
-from prometheus_client import values
+from prometheus_client import CollectorRegistry, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from twisted.application.service import Service
 from twisted.internet import task
 
-from .admin import AdminState, process_row
-from .metrics import RouteWindow, summarize
+from .admin import AdminState, admin_service, process_row
+from .metrics import Metrics, RouteWindow, summarize
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 SNAPSHOT_SECONDS = 1.0
@@ -100,12 +101,6 @@ def forget(directory: str, pid: int) -> None:
         pass
 
 
-def clear(directory: str) -> None:
-    """Remove a previous run's files: the folder must start empty."""
-    for path in glob.glob(os.path.join(directory, "*.db")) + glob.glob(os.path.join(directory, "status-*.json")):
-        os.unlink(path)
-
-
 class MasterAdminState(AdminState):
     """The admin pages of a master: the sum of its live workers."""
 
@@ -113,7 +108,9 @@ class MasterAdminState(AdminState):
         super().__init__(metrics, current, token)
         self.directory = directory
         self.worker_pids = worker_pids  # callable -> pids of live workers
-        MultiProcessCollector(metrics.registry, path=directory)
+        # The master's own series are in the folder too: expose only the sum.
+        self.registry = CollectorRegistry()
+        MultiProcessCollector(self.registry, path=directory)
 
     def _snapshots(self) -> list[dict]:
         return read_snapshots(self.directory, self.worker_pids())
@@ -144,3 +141,26 @@ class MasterAdminState(AdminState):
             rows.append({"role": "worker",
                          **process_row(snapshot["pid"], snapshot["started"], snapshot["requests"])})
         return rows
+
+
+class MasterAdmin:
+    """A master's admin listener, and the folder its workers report into.
+
+    Created before any worker is spawned, so that the workers inherit the
+    folder through the environment.
+    """
+
+    def __init__(self, site, current, worker_pids, reactor):
+        self.directory = tempfile.mkdtemp(prefix="twisthost-metrics-")
+        enable(self.directory)
+        self.metrics = Metrics()
+        self.state = MasterAdminState(self.metrics, current, site.admin_token, self.directory, worker_pids)
+        self.service = admin_service(site.admin, self.state, reactor)
+
+    def worker_ended(self, pid: int) -> None:
+        forget(self.directory, pid)
+
+    def stop(self):
+        stopped = self.service.stopService()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        return stopped

@@ -159,6 +159,8 @@ class Metrics:
                                registry=self.registry, multiprocess_mode="livesum")
         self.reloads = Counter("twisthost_config_reloads", "Config reloads by result.", ("result",),
                                registry=self.registry)
+        self.worker_restarts = Counter("twisthost_worker_restarts", "Workers that died and were replaced.",
+                                       registry=self.registry)
         self.windows: dict[tuple[str, str], RouteWindow] = {}
         self._series: dict[tuple[str, str], RouteSeries] = {}
         self.reload_log: deque = deque(maxlen=10)

@@ -32,7 +32,7 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from . import sdnotify
+from . import fanin, sdnotify
 from .config import TLS
 from .errors import ConfigError
 from .hooks import run_hook
@@ -139,6 +139,11 @@ class Master(Service):
         self._later: list = []
         self._rss = task.LoopingCall(self.check_rss)
         self._rss.clock = reactor
+        self.admin = None  # before any spawn: workers inherit its metrics folder
+        if prepared.site.admin:
+            self.admin = fanin.MasterAdmin(
+                prepared.site, lambda: self.current, lambda: [w.pid for w in self.workers], reactor
+            )
 
     def descriptions(self, site) -> list[str]:
         return [socket_description(item) for item in self.fixed_listen or site.listen]
@@ -149,10 +154,14 @@ class Master(Service):
         run_hook(self.current.site, "on_starting", self.current.site)
         for description in self.descriptions(self.current.site):
             self.sockets[description] = bind(self.reactor, description)
+        if self.admin:
+            self.admin.service.privilegedStartService()
         super().privilegedStartService()
 
     def startService(self) -> None:
         super().startService()
+        if self.admin:
+            self.admin.service.startService()
         on_signals(self.reactor, {
             signal.SIGHUP: self.reload,
             signal.SIGTERM: self.reactor.stop,
@@ -243,6 +252,8 @@ class Master(Service):
 
     def worker_ended(self, worker: Worker, reason) -> None:
         self.workers.remove(worker)
+        if self.admin:
+            self.admin.worker_ended(worker.pid)
         status = _status(reason)
         if worker.retiring or self.stopping:
             log.info("worker {pid} stopped ({status})", pid=worker.pid, status=status)
@@ -250,6 +261,8 @@ class Master(Service):
         if self.pending is not None and worker.generation == self.generation and not worker.ready:
             self.abort_reload(f"a new worker exited before it was ready ({status})")
             return
+        if self.admin:
+            self.admin.metrics.worker_restarts.inc()
         lived = self.reactor.seconds() - worker.started
         if lived < QUICK_DEATH:
             self.backoff = min(MAX_BACKOFF, max(0.5, self.backoff * 2))
@@ -313,6 +326,8 @@ class Master(Service):
         except Exception as error:
             message = str(error) if isinstance(error, ConfigError) else f"{type(error).__name__}: {error}"
             log.error("reload failed, keeping the running config: {error}", error=message)
+            if self.admin:
+                self.admin.metrics.reloaded(False, message)
             self.close_unused_sockets(self.current.site)
             sdnotify.notify("READY=1")
             return
@@ -332,6 +347,8 @@ class Master(Service):
         log.info("reloaded {path}: new workers ready, {n} old worker(s) stopping",
                  path=self.current.path, n=len(old))
         sdnotify.notify("READY=1")
+        if self.admin:
+            self.admin.metrics.reloaded(True, self.current.path)
         run_hook(self.current.site, "on_reload", self.current.site)
         self.maintain()  # TTIN/TTOU during the reload
 
@@ -374,6 +391,8 @@ class Master(Service):
         stopped = defer.DeferredList([w.ended for w in self.workers])
         stopped.addBoth(lambda _: defer.DeferredList([p.stopListening() for p in self.sockets.values()]))
         stopped.addBoth(lambda _: run_hook(self.current.site, "on_exit", self.current.site))
+        if self.admin:
+            stopped.addBoth(lambda _: self.admin.stop())
         return stopped
 
 
