@@ -36,6 +36,7 @@ from . import fanin, sdnotify
 from .config import TLS
 from .errors import ConfigError
 from .hooks import run_hook
+from .procinfo import rss_mib
 from .service import HostService, on_signals, prepare, reopen_log_files
 
 log = Logger()
@@ -394,16 +395,6 @@ class Master(Service):
         if self.admin:
             stopped.addBoth(lambda _: self.admin.stop())
         return stopped
-
-
-def rss_mib(pid) -> float | None:
-    """Resident memory of ``pid`` in MiB (Linux ``/proc``), None if unknown."""
-    try:
-        with open(f"/proc/{pid}/statm") as statm:
-            pages = int(statm.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 # ------------------------------------------------------------------------- worker
