@@ -277,3 +277,83 @@ def test_workers_are_summed_by_the_master(tmp_path, serve):
     assert row["host"] == "a.test" and row["total"] == 30
     assert sum(p["requests"] for p in data["sources"]["processes"] if p["role"] == "worker") == 30
     assert admin_get(server, "/readyz")[0] == 200
+
+
+def metric_samples(server) -> dict:
+    body = admin_get(server, "/metrics")[2].decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body) for s in family.samples
+    }
+
+
+def test_pool_saturation_moves_the_queue_wait_histogram(tmp_path, serve):
+    import threading
+
+    from conftest import ROOT
+    admin_port = free_port()
+    server = serve(f"""
+        from twisthost import Site, Host, WSGI
+        site = Site(hosts=[Host("w.test", WSGI("rawapps:sleep_app", threads=1, queue=4,
+                                               pythonpath=[{str(ROOT / "tests" / "apps")!r}]))],
+                    admin="tcp:{admin_port}:interface=127.0.0.1")
+    """)
+    server.admin_port = admin_port
+    statuses = []
+    clients = [threading.Thread(target=lambda: statuses.append(server.request(path="/?s=0.3", host="w.test")[0]))
+               for _ in range(3)]
+    for client in clients:
+        client.start()
+    time.sleep(0.15)
+    pools = json.loads(admin_get(server, "/status.json")[2])["sources"]["pools"]
+    assert pools[0]["busy"] == 1 and pools[0]["queued"] == 2
+    for client in clients:
+        client.join()
+    assert statuses == [200, 200, 200]
+    labels = (("host", "w.test"), ("route", "/"))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # a response can reach the client just before it is logged
+        samples = metric_samples(server)
+        if samples.get(("twisthost_wsgi_queue_wait_seconds_count", labels)) == 3:
+            break
+        time.sleep(0.1)
+    assert samples[("twisthost_wsgi_queue_wait_seconds_count", labels)] == 3
+    assert samples[("twisthost_wsgi_queue_wait_seconds_sum", labels)] > 0.4  # ~0.3 s + ~0.6 s of waiting
+    assert samples[("twisthost_wsgi_queue_wait_seconds_bucket", (("host", "w.test"), ("le", "0.1"), ("route", "/")))] == 1
+    assert samples[("twisthost_pools_completed", (("name", "rawapps:sleep_app"),))] == 3
+
+
+def test_readyz_follows_upstream_health(tmp_path, serve):
+    from proxy_upstream import Upstream
+    upstream = Upstream("up")
+    admin_port = free_port()
+    server = serve(f"""
+        from twisthost import Site, Host, Proxy, HealthCheck
+        site = Site(hosts=[Host("p.test", Proxy({upstream.url!r},
+                        health=HealthCheck("/healthz", interval=0.2, timeout=0.5, passes=1, fails=1)))],
+                    admin="tcp:{admin_port}:interface=127.0.0.1")
+    """)
+    server.admin_port = admin_port
+
+    def wait_ready(code):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status, _, body = admin_get(server, "/readyz")
+            if status == code:
+                return body
+            time.sleep(0.1)
+        raise AssertionError(f"/readyz never answered {code}")
+
+    wait_ready(200)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # upstreams start healthy; wait for the first check
+        (row,) = json.loads(admin_get(server, "/status.json")[2])["sources"]["upstreams"]
+        if row["last_check"] != "-":
+            break
+        time.sleep(0.1)
+    assert row["healthy"] is True and "ok: HTTP 200" in row["last_check"]
+    upstream.stop()
+    assert b"every upstream is down" in wait_ready(503)
+    (row,) = json.loads(admin_get(server, "/status.json")[2])["sources"]["upstreams"]
+    assert row["healthy"] is False and "failed" in row["last_check"]
+    assert metric_samples(server)[("twisthost_upstreams_healthy", (("backup", "no"), ("url", upstream.url)))] == 0.0

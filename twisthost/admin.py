@@ -76,8 +76,12 @@ class SourceCollector:
     """Prometheus gauges from the status sources: each numeric column of each row.
 
     ``pools`` rows ``{"name": "app", "busy": 3}`` become
-    ``twisthost_pools_busy{name="app"} 3``; string columns become labels.
+    ``twisthost_pools_busy{name="app"} 3``.  Only identity columns become
+    labels; free text such as a last health-check result stays on /status,
+    since a label that changes on every check would make a new series each time.
     """
+
+    LABELS = ("name", "url", "file", "pid", "role", "worker", "backup")
 
     def __init__(self, state: AdminState):
         self.state = state
@@ -86,15 +90,16 @@ class SourceCollector:
         for source, rows in self.state.all_sources().items():
             families: dict = {}
             for row in rows:
-                labels = {k: str(v) for k, v in row.items() if isinstance(v, str)}
+                labels = [key for key in self.LABELS if key in row]
                 for key, value in row.items():
-                    if isinstance(value, (int, float)):  # bools too: up=1/0
-                        family = families.get(key)
-                        if family is None:
-                            family = families[key] = GaugeMetricFamily(
-                                f"twisthost_{source}_{key}", f"{source} {key}", labels=sorted(labels)
-                            )
-                        family.add_metric([labels[k] for k in sorted(labels)], float(value))
+                    if not isinstance(value, (int, float)):  # bools too: healthy=1/0
+                        continue
+                    family = families.get(key)
+                    if family is None:
+                        family = families[key] = GaugeMetricFamily(
+                            f"twisthost_{source}_{key}", f"{source}: {key}", labels=labels
+                        )
+                    family.add_metric([str(row[label]) for label in labels], float(value))
             yield from families.values()
 
 

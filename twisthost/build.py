@@ -15,6 +15,7 @@ from twisted.application.service import MultiService
 from twisted.web.resource import IResource
 
 from . import config as c
+from . import sources
 from .errors import ConfigError
 from .importing import resolve
 from .logs import access_log_for
@@ -62,6 +63,7 @@ def build_root(site: c.Site, context: BuildContext) -> VirtualHosts:
             table.add(name, routes)
     if site.default is not None:
         table.default = build_routes(site.default, context)
+    sources.register(context)
     return VirtualHosts(table)
 
 

@@ -9,6 +9,8 @@ reload replaces it.
 
 from __future__ import annotations
 
+import time
+
 from twisted.application.internet import TimerService
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -36,13 +38,15 @@ class HealthChecker(TimerService):
         d.addCallback(lambda response: readBody(response).addCallback(lambda _: response.code))
         d.addTimeout(self.config.timeout, self.clock)
         d.addCallbacks(
-            lambda code: code == self.config.expect_status,
-            lambda failure: False,
+            lambda code: (code == self.config.expect_status, f"HTTP {code}"),
+            lambda failure: (False, failure.getErrorMessage() or failure.type.__name__),
         )
         d.addCallback(self._record, upstream)
         return d
 
-    def _record(self, ok: bool, upstream) -> None:
+    def _record(self, result: tuple, upstream) -> None:
+        ok, detail = result
+        upstream.last_check = f"{time.strftime('%H:%M:%S')} {'ok' if ok else 'failed'}: {detail}"
         was = upstream.healthy
         upstream.checked(ok, self.config.passes, self.config.fails)
         if upstream.healthy != was:

@@ -53,6 +53,7 @@ class Upstream:
         self.down_until = 0.0  # passive: marked down until then
         self.healthy = True  # active checks' verdict
         self._streak = 0  # consecutive active results pointing away from `healthy`
+        self.last_check = ""  # the last active check's time and result, for /status
 
     def available(self, now: float) -> bool:
         return (

@@ -1,0 +1,82 @@
+"""What the admin listener shows of a build: thread pools, upstreams, certificates.
+
+Each capability keeps its numbers as plain attributes on its own objects
+(``PoolStats``, ``Upstream.status()``, ``KeyPair``); this module turns them
+into table rows for /status (and, through ``admin.SourceCollector``, into
+Prometheus gauges) and into /readyz checks, so the capability modules need
+not know about the admin listener.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from .threadpools import WorkerPool
+
+
+def register(context) -> None:
+    """Add the status sources and readiness checks of a finished build."""
+    now = context.reactor.seconds
+    pools = [service for service in context.services if isinstance(service, WorkerPool)]
+    if pools:
+        context.status_sources["pools"] = lambda: [pool_row(pool) for pool in pools]
+        context.readiness.append(lambda: pools_ready(pools))
+    upstreams = context.shared.get("upstreams")
+    if upstreams:
+        context.status_sources["upstreams"] = lambda: [upstream_row(u, now()) for u in upstreams]
+        context.readiness.append(lambda: upstreams_ready(upstreams, now()))
+    listeners = context.shared.get("tls")
+    if listeners:
+        context.status_sources["certificates"] = lambda: certificate_rows(listeners)
+
+
+def pool_row(pool: WorkerPool) -> dict:
+    stats = pool.stats
+    return {
+        "name": stats.name,
+        "threads": stats.threads,
+        "max_threads": stats.max_threads,
+        "busy": stats.busy,
+        "queued": stats.queued,
+        "queue_limit": stats.queue_limit,
+        "completed": stats.completed,
+        "rejected_503": stats.rejected,
+        "timeouts_504": stats.timeouts,
+        "queue_wait_max_ms": round(stats.queue_wait_max * 1000, 3),
+    }
+
+
+def pools_ready(pools) -> tuple:
+    stopped = [pool.stats.name for pool in pools if not pool.running]
+    return ("wsgi pools", not stopped, f"not running: {', '.join(stopped)}" if stopped else "")
+
+
+def upstream_row(upstream, now: float) -> dict:
+    status = upstream.status()
+    return {
+        "url": status["url"],
+        "healthy": bool(status["healthy"]) and status["down_until"] <= now,
+        "backup": "yes" if status["backup"] else "no",
+        "weight": status["weight"],
+        "active": status["active"],
+        "last_check": upstream.last_check or "-",
+    }
+
+
+def upstreams_ready(upstreams, now: float) -> tuple:
+    """Ready when some upstream can take traffic (per-proxy detail is on /status)."""
+    healthy = [u for u in upstreams if upstream_row(u, now)["healthy"]]
+    return ("upstreams", bool(healthy), "" if healthy else "every upstream is down")
+
+
+def certificate_rows(listeners) -> list:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    pairs = {}
+    for listener in listeners.values():
+        for pair in [listener.default, *listener.names.values()]:
+            pairs[pair.cert_path] = pair
+    return [
+        {"file": path, "names": " ".join(pair.names), "expires": f"{pair.expires:%Y-%m-%d}",
+         "days_left": (pair.expires - now).days}
+        for path, pair in sorted(pairs.items())
+    ]
