@@ -357,3 +357,20 @@ def test_readyz_follows_upstream_health(tmp_path, serve):
     (row,) = json.loads(admin_get(server, "/status.json")[2])["sources"]["upstreams"]
     assert row["healthy"] is False and "failed" in row["last_check"]
     assert metric_samples(server)[("twisthost_upstreams_healthy", (("backup", "no"), ("url", upstream.url)))] == 0.0
+
+
+def test_certificate_expiry_is_shown_and_exported(tmp_path, serve):
+    from tls_support import CA
+    ca = CA(tmp_path)
+    cert, key = ca.issue("site", ["a.test"], days=40)
+    admin_port = free_port()
+    server = serve(f"""
+        from twisthost import Site, Host, Redirect, TLS
+        site = Site(listen=["tcp:0", TLS("tcp:0:interface=127.0.0.1", cert={str(cert)!r}, key={str(key)!r})],
+                    hosts=[Host("a.test", Redirect("/"))],
+                    admin="tcp:{admin_port}:interface=127.0.0.1")
+    """)
+    server.admin_port = admin_port
+    (row,) = json.loads(admin_get(server, "/status.json")[2])["sources"]["certificates"]
+    assert row["file"] == str(cert) and row["names"] == "a.test" and row["days_left"] in (39, 40)
+    assert metric_samples(server)[("twisthost_certificates_days_left", (("file", str(cert)),))] in (39, 40)
