@@ -374,3 +374,22 @@ def test_certificate_expiry_is_shown_and_exported(tmp_path, serve):
     (row,) = json.loads(admin_get(server, "/status.json")[2])["sources"]["certificates"]
     assert row["file"] == str(cert) and row["names"] == "a.test" and row["days_left"] in (39, 40)
     assert metric_samples(server)[("twisthost_certificates_days_left", (("file", str(cert)),))] in (39, 40)
+
+
+@pytest.mark.parametrize("admin, token, warned", [
+    ("tcp:9901:interface=127.0.0.1", None, False),
+    ("tcp:9901", None, True),
+    ("tcp:9901:interface=0.0.0.0", "t0ken", False),
+    ("tcp:9901:interface=10.0.0.5", None, True),
+])
+def test_check_warns_about_an_exposed_admin_listener(tmp_path, admin, token, warned):
+    import subprocess
+
+    from conftest import BIN
+    path = tmp_path / "site.py"
+    path.write_text(f"from twisthost import Site, Redirect\n"
+                    f"site = Site(default=Redirect('/'), admin={admin!r}, admin_token={token!r})\n")
+    result = subprocess.run([str(BIN / "twisthost"), "check", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"admin: {admin}" in result.stdout
+    assert ("warning: admin listener" in result.stderr) == warned

@@ -103,6 +103,27 @@ class SourceCollector:
             yield from families.values()
 
 
+def tcp_address(endpoint: str) -> tuple[str, int] | None:
+    """(interface, port) of a ``tcp:``/``tcp6:`` endpoint string; None for other kinds."""
+    kind, _, rest = endpoint.partition(":")
+    parts = rest.split(":")
+    if kind not in ("tcp", "tcp6") or not parts[0].isdigit():
+        return None
+    options = dict(part.split("=", 1) for part in parts[1:] if "=" in part)
+    return options.get("interface", "::" if kind == "tcp6" else "0.0.0.0"), int(parts[0])
+
+
+def exposure_warning(site) -> str | None:
+    """A warning for ``twisthost check`` when the admin listener is reachable beyond loopback unprotected."""
+    if not site.admin or site.admin_token:
+        return None
+    address = tcp_address(site.admin)
+    if address is not None and address[0] in ("127.0.0.1", "::1", "localhost"):
+        return None
+    return (f"warning: admin listener {site.admin!r} is reachable beyond loopback without "
+            "admin_token: anyone who can connect sees /metrics and /status")
+
+
 class AdminPage(Resource):
     isLeaf = True
 

@@ -12,6 +12,7 @@ import sys
 
 from .config import TLS, Site
 from . import statuscli
+from .admin import exposure_warning
 from .errors import ConfigError
 from .service import prepare
 from .tls import describe as describe_tls
@@ -33,6 +34,8 @@ def routing_table(site: Site) -> list[str]:
             lines.append(f"    {prefix.ljust(width)}  -> {service.summary()}")
     if site.trusted_proxies:
         lines.append("trusted_proxies: " + ", ".join(map(str, site.trusted_proxies)))
+    if site.admin:
+        lines.append(f"admin: {site.admin}" + (" (token required)" if site.admin_token else ""))
     return lines
 
 
@@ -44,6 +47,9 @@ def check(args) -> int:
         return 1
     print(f"config {prepared.path}: OK")
     print("\n".join(routing_table(prepared.site)))
+    warning = exposure_warning(prepared.site)
+    if warning:
+        print(warning, file=sys.stderr)
     if prepared.context.shared.get("tls"):
         print("tls certificates:")
         print("\n".join(describe_tls(prepared.context.shared["tls"])))

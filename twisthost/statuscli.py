@@ -11,6 +11,7 @@ import sys
 import urllib.error
 import urllib.request
 
+from .admin import tcp_address
 from .errors import ConfigError
 from .loader import load
 
@@ -20,14 +21,11 @@ def admin_url(config_path: str) -> str:
     site = load(config_path)
     if not site.admin:
         raise ConfigError(f"{config_path} has no admin listener", hint="set Site(admin='tcp:9901:interface=127.0.0.1')")
-    kind, _, rest = site.admin.partition(":")
-    parts = rest.split(":")
-    if kind not in ("tcp", "tcp6") or not parts[0].isdigit():
+    address = tcp_address(site.admin)
+    if address is None:
         raise ConfigError(f"cannot reach admin endpoint {site.admin!r} from here", hint="pass --url http://host:port")
-    options = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
-    host = options.get("interface", "127.0.0.1")
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    return f"http://{'[' + host + ']' if ':' in host else host}:{parts[0]}"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address[0], address[0])
+    return f"http://{'[' + host + ']' if ':' in host else host}:{address[1]}"
 
 
 def format_table(rows: list[dict]) -> list[str]:
