@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import venv
 
 import pytest
@@ -33,7 +34,8 @@ def test_check_prints_the_routing_table():
 
 
 def test_demo_serves_and_stops_cleanly_on_sigterm():
-    server = Server(ROOT / "examples" / "site.py", free_port())
+    admin = free_port()
+    server = Server(ROOT / "examples" / "site.py", free_port(), ["--admin", f"tcp:{admin}:interface=127.0.0.1"])
     try:
         status, _, body = server.request(path="/", host="app.localhost")
         assert status == 200 and b"hello from a twisted.web resource" in body
@@ -43,6 +45,8 @@ def test_demo_serves_and_stops_cleanly_on_sigterm():
             capture_output=True, text=True, timeout=10,
         )
         assert curl.stdout == "301"  # the *.localhost wildcard redirects to the app
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/healthz", timeout=5) as response:
+            assert response.read() == b"ok\n"
     finally:
         started = time.monotonic()
         server.signal(signal.SIGTERM)
@@ -54,7 +58,7 @@ def test_demo_serves_and_stops_cleanly_on_sigterm():
 def test_listen_option_overrides_and_repeats(tmp_path):
     ports = [free_port(), free_port()]
     server = Server(ROOT / "examples" / "site.py", ports[0],
-                    extra_args=["--listen", f"tcp:{ports[1]}:interface=127.0.0.1"])
+                    extra_args=["--listen", f"tcp:{ports[1]}:interface=127.0.0.1", "--admin", "none"])
     try:
         for port in ports:
             server.port = port
@@ -92,7 +96,7 @@ def test_port_in_use_fails_loudly(tmp_path):
         port = holder.getsockname()[1]
         result = subprocess.run(
             [TWISTD, "-n", "--pidfile=", "twisthost", "--config", str(ROOT / "examples" / "site.py"),
-             "--listen", f"tcp:{port}:interface=127.0.0.1"],
+             "--listen", f"tcp:{port}:interface=127.0.0.1", "--admin", "none"],
             capture_output=True, text=True, timeout=30,
         )
     assert result.returncode != 0

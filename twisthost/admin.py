@@ -103,6 +103,13 @@ class SourceCollector:
             yield from families.values()
 
 
+def admin_endpoint(override: str | None, site) -> str | None:
+    """The admin listener to open: ``--admin`` (``none`` turns it off) over ``Site(admin=...)``."""
+    if override is None:
+        return site.admin
+    return None if override == "none" else override
+
+
 def tcp_address(endpoint: str) -> tuple[str, int] | None:
     """(interface, port) of a ``tcp:``/``tcp6:`` endpoint string; None for other kinds."""
     kind, _, rest = endpoint.partition(":")

@@ -150,12 +150,12 @@ class MasterAdmin:
     folder through the environment.
     """
 
-    def __init__(self, site, current, worker_pids, reactor):
+    def __init__(self, endpoint: str, token: str | None, current, worker_pids, reactor):
         self.directory = tempfile.mkdtemp(prefix="twisthost-metrics-")
         enable(self.directory)
         self.metrics = Metrics()
-        self.state = MasterAdminState(self.metrics, current, site.admin_token, self.directory, worker_pids)
-        self.service = admin_service(site.admin, self.state, reactor)
+        self.state = MasterAdminState(self.metrics, current, token, self.directory, worker_pids)
+        self.service = admin_service(endpoint, self.state, reactor)
 
     def worker_ended(self, pid: int) -> None:
         forget(self.directory, pid)

@@ -19,13 +19,13 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger, globalLogPublisher
 from twisted.python.logfile import BaseLogFile
 
-from . import fanin, sdnotify, tls
+from . import fanin, graceful, sdnotify, tls
 from .build import BuildContext, build_root
 from .config import TLS, Site
 from .errors import ConfigError
 from .hooks import run_hook
 from .loader import load
-from .admin import AdminState, admin_service
+from .admin import AdminState, admin_endpoint, admin_service
 from .metrics import Metrics
 from .observer import RequestObserver
 from .server import HostSite
@@ -78,18 +78,24 @@ def reopen_log_files() -> None:
     log.info("reopened log files")
 
 
-def on_signals(reactor, handlers: dict) -> None:
+def on_signals(reactor, handlers: dict, at_once=None) -> None:
     """Run ``handlers[signum]()`` in the reactor thread when the signal arrives.
 
     Installed at once, so a HUP right after the sockets open is not lost, and
     again when the reactor runs: its startup puts in SIGINT/SIGTERM handlers
     that make twistd re-kill itself with the signal (exit 143), whereas a
-    requested stop that completes is a success (exit 0).
+    requested stop that completes is a success (exit 0).  ``at_once(signum)``
+    runs in the signal handler itself, for what must not wait for the reactor.
     """
 
+    def handle(signum, _frame):
+        if at_once is not None:
+            at_once(signum)
+        reactor.callFromThread(handlers[signum])
+
     def install():
-        for signum, handler in handlers.items():
-            signal.signal(signum, lambda _signum, _frame, handler=handler: reactor.callFromThread(handler))
+        for signum in handlers:
+            signal.signal(signum, handle)
 
     install()
     reactor.callWhenRunning(install)
@@ -105,7 +111,7 @@ class HostService(MultiService):
     #: server hooks (on_starting, when_ready, on_exit).
     standalone = True
 
-    def __init__(self, prepared: Prepared, listen=None, reactor=None):
+    def __init__(self, prepared: Prepared, listen=None, reactor=None, admin=None):
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
@@ -119,8 +125,9 @@ class HostService(MultiService):
         self.factory.connections.request_observers.append(self.metrics.started)
         self.factory.finish_observers.append(lambda request: self.observer.finished(request))
         state = AdminState(self.metrics, lambda: self.current, prepared.site.admin_token)
-        if self.standalone and prepared.site.admin:
-            admin_service(prepared.site.admin, state, self.reactor).setServiceParent(self)
+        endpoint = admin_endpoint(admin, prepared.site)
+        if self.standalone and endpoint:
+            admin_service(endpoint, state, self.reactor).setServiceParent(self)
         elif not self.standalone and fanin.active_directory():
             # A worker: the master's admin listener reads what this writes.
             fanin.SnapshotWriter(fanin.active_directory(), state, self.reactor).setServiceParent(self)
@@ -187,7 +194,14 @@ class HostService(MultiService):
         }
         if self.standalone:
             handlers[signal.SIGHUP] = self.reload
-        on_signals(self.reactor, handlers)
+        on_signals(self.reactor, handlers, at_once=self._arm_exit)
+
+    def _arm_exit(self, signum: int) -> None:
+        """On a stop signal: whatever happens, this process ends soon after graceful_timeout."""
+        if signum == signal.SIGTERM:
+            graceful.exit_by(self.current.site.graceful_timeout + graceful.EXIT_SLACK)
+        elif signum in (signal.SIGINT, signal.SIGQUIT):
+            graceful.exit_by(graceful.EXIT_SLACK)
 
     def running_now(self) -> None:
         """The reactor runs: tell systemd we are ready."""
@@ -203,14 +217,15 @@ class HostService(MultiService):
         self.reactor.stop()
 
     def stopService(self) -> defer.Deferred:
-        """Stop accepting, let requests finish (up to graceful_timeout), stop pools."""
+        """Stop accepting, let requests finish, stop pools: all within graceful_timeout."""
         if self.standalone:
             sdnotify.notify("STOPPING=1")
         timeout = 0.0 if self.fast_stop else self.current.site.graceful_timeout
+        deadline = self.reactor.seconds() + timeout
         log.info("stopping: {how}", how="now" if self.fast_stop else f"letting requests finish (up to {timeout:g}s)")
         stopped = defer.maybeDeferred(super().stopService)
         stopped.addBoth(lambda _: self.factory.connections.drain(timeout))
-        stopped.addBoth(lambda _: self.current.context.services.stopService())
+        stopped.addBoth(lambda _: graceful.stop_by(self.current.context.services, deadline, self.reactor))
         stopped.addBoth(lambda _: self.server_hook("on_exit"))
         return stopped
 

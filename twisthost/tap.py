@@ -22,6 +22,7 @@ class Options(usage.Options):
     longdesc = "Serve the WSGI apps, virtual hosts, proxies and files a site.py describes."
     optParameters = [
         ["config", "c", "site.py", "Path of the config file."],
+        ["admin", None, None, "Admin listener endpoint instead of the config's Site(admin=...); 'none' turns it off."],
         ["log-format", None, "text", "Error log format: text (twistd's) or json (one object per line)."],
     ]
 
@@ -40,6 +41,8 @@ class Options(usage.Options):
         try:
             for endpoint in self["listen"]:
                 check_endpoint(endpoint, None, "--listen")
+            if self["admin"] not in (None, "none"):
+                check_endpoint(self["admin"], None, "--admin")
             if self["log-format"] not in ("text", "json"):
                 raise ConfigError(f"--log-format must be text or json, not {self['log-format']!r}")
             if self["log-format"] == "json" and self.parent is not None:
@@ -56,5 +59,5 @@ def makeService(options: Options):
     if options.prepared.site.uses_master():
         from .workers import Master
 
-        return Master(options.prepared, listen=listen)
-    return HostService(options.prepared, listen=listen)
+        return Master(options.prepared, listen=listen, admin=options["admin"])
+    return HostService(options.prepared, listen=listen, admin=options["admin"])

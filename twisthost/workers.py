@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import fanin, sdnotify
+from .admin import admin_endpoint
 from .config import TLS
 from .errors import ConfigError
 from .hooks import run_hook
@@ -122,7 +123,7 @@ def _status(reason) -> str:
 class Master(Service):
     """Binds the sockets, keeps ``Site(workers=N)`` workers running, never serves."""
 
-    def __init__(self, prepared, listen=None, reactor=None):
+    def __init__(self, prepared, listen=None, reactor=None, admin=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -141,9 +142,11 @@ class Master(Service):
         self._rss = task.LoopingCall(self.check_rss)
         self._rss.clock = reactor
         self.admin = None  # before any spawn: workers inherit its metrics folder
-        if prepared.site.admin:
+        endpoint = admin_endpoint(admin, prepared.site)
+        if endpoint:
             self.admin = fanin.MasterAdmin(
-                prepared.site, lambda: self.current, lambda: [w.pid for w in self.workers], reactor
+                endpoint, prepared.site.admin_token, lambda: self.current,
+                lambda: [w.pid for w in self.workers], reactor,
             )
 
     def descriptions(self, site) -> list[str]:
