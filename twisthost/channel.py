@@ -163,6 +163,8 @@ class HostChannel(http.HTTPChannel):
     def reject(self, status: int, detail: str) -> bool:
         """Answer ``status`` ourselves and close: the stream is no longer in sync."""
         self.phase = "closing"
+        self._log.info("refused {peer}: {status} {detail}", peer=str(self.transport.getPeer()),
+                       status=status, detail=detail)
         self.transport.write(error_response(status, detail, self.limits.server_header))
         self._networkProducer.unregisterProducer()
         linger_close(self, self.transport)
@@ -176,7 +178,6 @@ class HostChannel(http.HTTPChannel):
         if self.phase == "closing":
             self.transport.abortConnection()
         elif self.phase == "body" or (self.phase == "head" and (self._head.started or self._buffer)):
-            self._log.info("request timeout from {peer}", peer=str(self.transport.getPeer()))
             self.reject(408, "The request did not arrive in time.")
         else:  # idle keep-alive, or a connection that never sent a byte
             super().timeoutConnection()
