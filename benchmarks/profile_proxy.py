@@ -18,7 +18,11 @@ request is (utime+stime of the server's process tree, from /proc, after
 minus before) / requests.  On a shared 2-core box req/s and latency move
 from run to run; CPU µs/req is the figure to compare changes by.
 ``--profile FILE`` records the twistd process of the first twisthost target
-with py-spy (``pip install py-spy`` into .venv; not a dependency).
+with py-spy (``pip install py-spy`` into .venv; not a dependency), samples
+taken while it holds the GIL, i.e. Python CPU.  ``--baseline DIR`` also
+runs every twisthost target from another copy of the package (a folder
+holding ``twisthost/``, put first on ``PYTHONPATH``), as ``NAME@base``, for
+before/after figures from the same run.
 """
 
 from __future__ import annotations
@@ -101,8 +105,8 @@ def wait_for(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     raise SystemExit(f"nothing listening on {port}")
 
 
-def cpu_seconds(root: int) -> float:
-    """utime+stime (and reaped children's) of ``root`` and its live descendants."""
+def cpu_seconds(root: int) -> tuple[float, float]:
+    """(user, system) seconds, reaped children's included, of ``root`` and its live descendants."""
     stats = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -111,13 +115,16 @@ def cpu_seconds(root: int) -> float:
             except OSError:
                 continue
             fields = text[text.rindex(")") + 2:].split()
-            stats[int(entry.name)] = (int(fields[1]), sum(map(int, fields[11:15])))
-    total, todo = 0, [root]
+            user, system, child_user, child_system = map(int, fields[11:15])
+            stats[int(entry.name)] = (int(fields[1]), user + child_user, system + child_system)
+    user = system = 0
+    todo = [root]
     while todo:
         pid = todo.pop()
-        total += stats.get(pid, (0, 0))[1]
-        todo.extend(child for child, (parent, _) in stats.items() if parent == pid)
-    return total / TICK
+        _, more_user, more_system = stats.get(pid, (0, 0, 0))
+        user, system = user + more_user, system + more_system
+        todo.extend(child for child, (parent, _, _) in stats.items() if parent == pid)
+    return user / TICK, system / TICK
 
 
 def wrk(port: int, seconds: float, connections: int, path: str = "/") -> dict:
@@ -162,7 +169,7 @@ class Launched:
         self.log.close()
 
 
-def launch(target: str, work: Path, backend: int) -> Launched:
+def launch(target: str, work: Path, backend: int, baseline: str | None = None) -> Launched:
     port = free_port()
     if target == "nginx":
         conf = work / "nginx.conf"
@@ -175,7 +182,9 @@ def launch(target: str, work: Path, backend: int) -> Launched:
         f"site = Site(listen=['tcp:{port}:interface=127.0.0.1'],\n"
         f"            default=Host(routes={{'/': {SERVICES[target].format(backend=backend)}}}))\n"
     )
-    return Launched([str(BIN / "twistd"), "-n", "--pidfile=", "twisthost", "--config", str(site)], port, work)
+    env = dict(os.environ, PYTHONPATH=baseline) if baseline else None
+    return Launched([str(BIN / "twistd"), "-n", "--pidfile=", "twisthost", "--config", str(site)], port, work,
+                    env)
 
 
 def measure(server: Launched, options, profile: str | None) -> dict:
@@ -183,12 +192,14 @@ def measure(server: Launched, options, profile: str | None) -> dict:
     spy = None
     if profile:
         spy = subprocess.Popen([str(BIN / "py-spy"), "record", "-p", str(server.proc.pid), "-o", profile,
-                                "-d", str(int(options.duration)), "-r", "250", "--nonblocking",
+                                "-d", str(int(options.duration)), "-r", "250", "--nonblocking", "--gil",
                                 *(["-f", "raw"] if not profile.endswith(".svg") else [])],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    before = cpu_seconds(server.proc.pid)
+    user, system = cpu_seconds(server.proc.pid)
     result = wrk(server.port, options.duration, options.connections)
-    result["cpu_us"] = (cpu_seconds(server.proc.pid) - before) / result["requests"] * 1e6
+    user_after, system_after = cpu_seconds(server.proc.pid)
+    result["sys_us"] = (system_after - system) / result["requests"] * 1e6
+    result["cpu_us"] = (user_after - user) / result["requests"] * 1e6 + result["sys_us"]
     if spy is not None:
         spy.wait()
     return result
@@ -203,8 +214,11 @@ def main(argv=None) -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1, help="rounds over all targets; medians reported")
     parser.add_argument("--profile", help="py-spy output for the first twisthost target (.svg or raw)")
+    parser.add_argument("--baseline", help="folder with another twisthost package: also run NAME@base")
     options = parser.parse_args(argv)
     targets = options.targets.split(",")
+    if options.baseline:
+        targets += [f"{t}@base" for t in targets if t in SERVICES]
     work = Path(tempfile.mkdtemp(prefix="profile-proxy-"))
     (work / "hello.py").write_text(HELLO_MODULE)
     backend_port = free_port()
@@ -221,7 +235,8 @@ def main(argv=None) -> None:
                         port, proc = backend_port, backend.proc
                     results[target].append(measure(Direct, options, None))
                     continue
-                server = launch(target, work, backend_port)
+                name, _, base = target.partition("@")
+                server = launch(name, work, backend_port, options.baseline if base else None)
                 try:
                     spy = profile if target != "nginx" else None
                     results[target].append(measure(server, options, spy))
@@ -231,14 +246,14 @@ def main(argv=None) -> None:
     finally:
         backend.stop()
     print(f"wrk -t1 -c{options.connections} -d{round(options.duration)}s, {options.rounds} round(s), medians")
-    print(f"{'target':10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11} {'non-2xx':>8}")
+    print(f"{'target':10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11} {'of it sys':>10} {'non-2xx':>8}")
     for target, rows in results.items():
         def median(key):
             values = sorted(row[key] for row in rows)
             return values[len(values) // 2]
 
         print(f"{target:10} {median('rps'):8.0f} {median('p50'):8.2f} {median('p99'):8.2f} "
-              f"{median('cpu_us'):11.0f} {sum(r['errors'] for r in rows):8d}")
+              f"{median('cpu_us'):11.0f} {median('sys_us'):10.0f} {sum(r['errors'] for r in rows):8d}")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -75,8 +75,11 @@ class Balancer:
     def __init__(self, policy: str, primaries, backups):
         self.pick = POLICIES[policy]
         self.groups = [list(primaries), list(backups)]
+        self.only = primaries[0] if len(primaries) == 1 and not backups else None
 
     def choose(self, now: float, exclude, client_addr: str, uri: bytes):
+        if self.only is not None:  # one upstream: no list to build per request
+            return self.only if not exclude and self.only.available(now) else None
         for group in self.groups:
             candidates = [u for u in group if u not in exclude and u.available(now)]
             if candidates:

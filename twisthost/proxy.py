@@ -1,30 +1,23 @@
-"""``Proxy(...)``: a reverse proxy on ``Agent`` with a persistent ``HTTPConnectionPool``.
+"""``Proxy(...)``: a reverse proxy with keep-alive upstream connections, balancing and health.
 
 Twisted's ``ReverseProxyResource`` opens an HTTP/1.0 connection per request
 and has no timeouts, balancing or health.  Here one ``Gateway`` per
-``Proxy`` config owns the upstreams, the balancer, the keep-alive pool and
-the health checker; each client request becomes an ``Exchange`` that picks
-an upstream, retries where that is safe, and streams the response back with
-back-pressure.  Request bodies arrive whole (Twisted's server buffers them
-before ``render``), so they are sent with a ``Content-Length`` and can be
-replayed to the next upstream on a retry.
+``Proxy`` config owns the upstreams, the balancer, the keep-alive pool
+(``proxy_client``) and the health checker; each client request becomes an
+``Exchange`` that picks an upstream, retries where that is safe, and streams
+the response back with back-pressure.  Request bodies arrive whole (Twisted's
+server buffers them before ``render``), so they are sent with a
+``Content-Length`` and can be replayed to the next upstream on a retry.
 """
 
 from __future__ import annotations
 
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.internet import error as net_error
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.web._newclient import HTTP11ClientProtocol
-from twisted.web.client import (
-    Agent,
-    FileBodyProducer,
-    HTTPConnectionPool,
-    ResponseDone,
-    _HTTP11ClientFactory,
-)
-from twisted.web.http import PotentialDataLoss
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -32,8 +25,9 @@ from .balance import Balancer
 from .forwarded import resolve_client
 from .health import HealthChecker
 from .pages import write_error
-from .proxy_headers import connection_tokens, copy_response_headers, is_upgrade, upstream_headers
-from .tunnel import can_tunnel, open_tunnel, request_head
+from .proxy_client import UpstreamPool
+from .proxy_headers import copy_response_headers, head_bytes, is_upgrade, upstream_headers
+from .tunnel import can_tunnel, open_tunnel
 from .upstream import Upstream, UpstreamEndpoints
 
 log = Logger()
@@ -42,6 +36,7 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 _NEVER_CONNECTED = (net_error.ConnectError, net_error.DNSLookupError)
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 _NO_BODY_STATUS = frozenset({204, 304})
+INLINE_BODY = 256 * 1024  # bodies up to this size go out in the same write as the head
 
 
 def build_proxy(config, context) -> Resource:
@@ -67,14 +62,12 @@ class Gateway(Service):
         ]
         self.upstreams = primaries + backups
         self.balancer = Balancer(config.balance, primaries, backups)
-        self.pool = HTTPConnectionPool(reactor, persistent=config.keepalive > 0)
-        self.pool._factory = _ClientFactory
-        self.pool.maxPersistentPerHost = config.keepalive
-        self.pool.cachedConnectionTimeout = config.keepalive_timeout
-        self.agent = Agent.usingEndpointFactory(reactor, UpstreamEndpoints(self.upstreams), self.pool)
-        self.checker = (
-            HealthChecker(config.health, self.upstreams, self.agent, reactor) if config.health else None
-        )
+        self.pool = UpstreamPool(reactor, config.keepalive, config.keepalive_timeout)
+        # Health checks are rare: Twisted's Agent, on connections of their own, is the simple tool.
+        self.checker = HealthChecker(
+            config.health, self.upstreams,
+            Agent.usingEndpointFactory(reactor, UpstreamEndpoints(self.upstreams)), reactor,
+        ) if config.health else None
 
     def startService(self):
         super().startService()
@@ -85,42 +78,7 @@ class Gateway(Service):
         super().stopService()
         if self.checker is not None:
             self.checker.stopService()
-        return self.pool.closeCachedConnections()
-
-
-class _ClientProtocol(HTTP11ClientProtocol):
-    """Twisted's HTTP/1.1 client with TCP_NODELAY, telling which headers the
-    upstream's ``Connection`` lists.
-
-    ``Response.headers`` leaves out ``Connection`` itself, yet the names it
-    lists are hop-by-hop too and must not reach the client; the parser that
-    saw it is only reachable here, so each response gets ``hop_by_hop``.
-    """
-
-    def connectionMade(self):
-        super().connectionMade()
-        # Request head and body are separate writes: without TCP_NODELAY the
-        # body can wait for the upstream's delayed ACK (40 ms), like nginx's tcp_nodelay.
-        no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if no_delay is not None:
-            no_delay(True)
-
-    def request(self, request):
-        d = super().request(request)
-        parser = getattr(self, "_parser", None)
-
-        def tag(response):
-            response.hop_by_hop = connection_tokens(parser.connHeaders.getRawHeaders(b"connection"))
-            return response
-
-        return d.addCallback(tag) if parser is not None else d
-
-
-class _ClientFactory(_HTTP11ClientFactory):
-    noisy = False  # no "Starting factory" log line per upstream connection
-
-    def buildProtocol(self, addr):
-        return _ClientProtocol(self._quiescentCallback)
+        return self.pool.close()
 
 
 class ProxyResource(Resource):
@@ -143,7 +101,16 @@ class ProxyResource(Resource):
 
 
 class Exchange:
-    """One client request: choose an upstream, try, maybe retry, stream the answer."""
+    """One client request: choose an upstream, try, maybe retry, stream the answer.
+
+    It listens to the upstream connection (``head``, ``body``, ``done``,
+    ``failed``, ``broken``) and is the client request's push producer, so a
+    client that reads slowly pauses the upstream connection.  A try holds
+    one timer, moved rather than replaced: ``response_timeout`` until the
+    response head, then ``idle_timeout`` while the body streams; when the
+    body stalls both sides are aborted, as a half-sent response must not
+    look complete.
+    """
 
     def __init__(self, gateway: Gateway, request, client, upgrade: bool):
         self.gateway, self.config, self.reactor = gateway, gateway.config, gateway.reactor
@@ -158,12 +125,14 @@ class Exchange:
         self.body_length = content.tell()
         self.tried: list[Upstream] = []
         self.upstream: Upstream | None = None
-        self.pending = None  # the Agent Deferred in flight
-        self.stream = None  # the BodyStream once the response head arrived
+        self.counted = False  # this try is counted in upstream.active
+        self.connecting = None  # the Deferred of a connection being opened
+        self.conn = None  # the upstream connection carrying this try
         self.timer = None
-        self.timed_out = False
-        self.gone = False
+        self.receiving = False  # the response head is in: the timer watches the body
+        self.timed_out = self.gone = self.retried_stale = False
         self.deadline = self.reactor.seconds() + config.try_duration
+        self.sent_at = 0.0
 
     def _path_below_mount(self) -> bytes:
         raw = self.request.uri
@@ -190,37 +159,78 @@ class Exchange:
             return
         self.tried.append(upstream)
         self.upstream = upstream
-        host = self.host or upstream.netloc
-        headers = upstream_headers(self.request, self.client, host, self.config, self.upgrade)
+        headers = upstream_headers(self.request, self.client, self.host or upstream.netloc,
+                                   self.config, self.upgrade)
         path = upstream.base_path + self.path
         if self.upgrade:
             self._tunnel(upstream, headers, path)
             return
+        self.data = self._request_bytes(headers, path)
         upstream.active += 1
-        self.timed_out = False
-        self.pending = self.gateway.agent.request(
-            self.request.method, upstream.origin + path, headers, self._body()
-        )
-        self.timer = self.reactor.callLater(self.config.response_timeout, self._response_timeout)
-        self.pending.addCallbacks(self._response, self._failed)
-        self.pending.addErrback(self._bug)
+        self.counted, self.timed_out, self.sent_at = True, False, now
+        self.timer = self.reactor.callLater(self.config.response_timeout, self._timeout)
+        self._connect(fresh=False)
 
-    def _body(self):
-        if not self.body_length and self.request.method not in _BODY_METHODS:
-            return None
-        self.request.content.seek(0)
-        return FileBodyProducer(_Unclosed(self.request.content))
+    def _request_bytes(self, headers: dict, path: bytes) -> bytes:
+        """The request head, with the body when it is small enough for one write."""
+        length = self.body_length
+        if length or self.request.method in _BODY_METHODS:
+            headers[b"content-length"] = (b"Content-Length", [b"%d" % length])
+        if not self.config.keepalive:
+            headers[b"connection"] = (b"Connection", [b"close"])
+        data = head_bytes(self.request.method, path, headers)
+        if 0 < length <= INLINE_BODY:
+            self.request.content.seek(0)
+            data += self.request.content.read()
+        return data
 
-    def _response_timeout(self) -> None:
+    def _connect(self, fresh: bool) -> None:
+        d = self.gateway.pool.acquire(self.upstream, self._connected, self._connect_failed, fresh)
+        if d is not None:
+            self.connecting = d
+            d.addErrback(self._bug)
+
+    def _connected(self, conn) -> None:
+        self.connecting = None
+        if self.gone or self.timer is None:  # the client left or the try timed out meanwhile
+            self.gateway.pool.release(conn)
+            return
+        self.conn = conn
+        producer = None
+        if self.body_length > INLINE_BODY:
+            self.request.content.seek(0)
+            producer = FileBodyProducer(_Unclosed(self.request.content))
+        conn.send(self, self.data, self.request.method == b"HEAD", producer)
+
+    def _connect_failed(self, failure) -> None:
+        self.connecting = None
+        self.failed(failure, stale=False)
+
+    def _timeout(self) -> None:
+        self.timer = None
+        if self.receiving:
+            self._stalled()
+            return
         self.timed_out = True
-        self.pending.cancel()
+        if self.connecting is not None:
+            self.connecting.cancel()  # errback: _connect_failed
+        elif self.conn is not None:
+            conn, self.conn = self.conn, None
+            conn.abort()
+            self.failed(Failure(defer.TimeoutError()), stale=False)
 
-    def _failed(self, failure) -> None:
-        self._settle()
-        upstream = self.upstream
-        upstream.active -= 1
+    def failed(self, failure, stale: bool) -> None:
+        """The try ended before a response head: retry, next upstream, or an error page."""
+        self.conn = None
+        if stale and not self.retried_stale and not self.gone and self.request.method in IDEMPOTENT:
+            # A reused connection the upstream had closed: once more on a new one, same upstream.
+            self.retried_stale = True
+            self._connect(fresh=True)
+            return
+        self._end_try()
         if self.gone:
             return
+        upstream = self.upstream
         upstream.failed(self.reactor.seconds())
         status = 504 if self.timed_out else 502
         log.warn(
@@ -234,6 +244,16 @@ class Exchange:
         else:
             self._give_up(status)
 
+    def _end_try(self) -> None:
+        """The try is over: stop its timer, release the upstream slot."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.conn = self.connecting = None
+        if self.counted:
+            self.counted = False
+            self.upstream.active -= 1
+
     def _give_up(self, status) -> None:
         if status is None:
             self._error(self.config.unavailable_status, "No upstream server is available.")
@@ -241,13 +261,6 @@ class Exchange:
             self._error(504, "The upstream server did not answer in time.")
         else:
             self._error(502, "The upstream server could not be reached or failed to answer.")
-
-    def _settle(self) -> None:
-        """The try is over: stop its response timer, release the upstream slot."""
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
-        self.pending = None
 
     def _error(self, status: int, detail: str) -> None:
         if self.gone:
@@ -262,85 +275,48 @@ class Exchange:
 
     # -- the response ----------------------------------------------------------
 
-    def _response(self, response) -> None:
-        self._settle()
+    def head(self, head) -> None:
+        """The upstream's response head (a ``proxy_client.Head``); the body follows."""
         request = self.request
-        if self.gone:
-            response.deliverBody(_Discard())
-            self.upstream.active -= 1
-            return
-        request.setResponseCode(response.code, response.phrase)
+        notes = getattr(request, "notes", None)
+        if notes is not None:
+            notes.extra["upstream"] = self.upstream.url
+            notes.extra["upstream_ms"] = round((self.reactor.seconds() - self.sent_at) * 1000, 3)
+        request.setResponseCode(head.status, head.phrase)
         request.defaultContentType = None
-        copy_response_headers(response, request.responseHeaders, self.config)
-        if request.method == b"HEAD":
-            length = response.headers.getRawHeaders(b"content-length")
-            if length:
-                request.responseHeaders.setRawHeaders(b"content-length", length[-1:])
-        elif isinstance(response.length, int) and response.code not in _NO_BODY_STATUS:
-            request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
-        self.stream = BodyStream(self)
-        response.deliverBody(self.stream)
+        copy_response_headers(head, request.responseHeaders, self.config)
+        if head.length is not None and (request.method == b"HEAD" or head.status not in _NO_BODY_STATUS):
+            request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % head.length])
+        self.receiving = True
+        self.timer.reset(self.config.idle_timeout)
+        request.registerProducer(self, True)
 
-    def _client_gone(self, failure) -> None:
-        self.gone = True
-        if self.pending is not None:
-            self.pending.cancel()
-        elif self.stream is not None and self.stream.transport is not None:
-            self.stream.transport.stopProducing()
-
-    # -- upgrades --------------------------------------------------------------
-
-    def _tunnel(self, upstream, headers, path) -> None:
-        request = self.request
-        if self.body_length:
-            headers.setRawHeaders(b"content-length", [b"%d" % self.body_length])
-        request.content.seek(0)
-        head = request_head(request.method, path, headers)
-
-        def failed(reason):
-            upstream.failed(self.reactor.seconds())
-            if not self.gone:
-                self.try_next(502)
-
-        open_tunnel(request, upstream, head, request.content.read(), self.config.idle_timeout,
-                    self.reactor, failed)
-
-
-class BodyStream(Protocol):
-    """Copies a response body to the client, pausing the upstream when the client is slow.
-
-    ``idle_timeout`` runs while nothing moves in either direction; it aborts
-    both connections, as a half-sent response must not look complete.
-    """
-
-    def __init__(self, exchange: Exchange):
-        self.exchange = exchange
-        self.request = exchange.request
-        config = exchange.config
-        self.idle = config.idle_timeout
-        self.timer = exchange.reactor.callLater(self.idle, self._stalled)
-
-    def connectionMade(self) -> None:
-        self.request.registerProducer(self, True)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.timer.reset(self.idle)
+    def body(self, data: bytes) -> None:
+        self.timer.reset(self.config.idle_timeout)
         self.request.write(data)
 
-    def pauseProducing(self) -> None:
-        self.transport.pauseProducing()
+    def done(self) -> None:
+        self._end_try()
+        if self.gone:
+            return
+        self.request.unregisterProducer()
+        self.request.finish()
 
-    def resumeProducing(self) -> None:
-        self.timer.reset(self.idle)
-        self.transport.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.transport.stopProducing()
+    def broken(self, reason) -> None:
+        self._end_try()
+        if self.gone:
+            return
+        log.warn("proxy: response from {url} broke off: {why}",
+                 url=self.upstream.url, why=reason.getErrorMessage())
+        self.request.unregisterProducer()
+        self._abort_client()
 
     def _stalled(self) -> None:
         log.warn("proxy: response from {url} stalled for {idle}s, aborting",
-                 url=self.exchange.upstream.url, idle=self.idle)
-        self.transport.stopProducing()
+                 url=self.upstream.url, idle=self.config.idle_timeout)
+        conn = self.conn
+        self._end_try()
+        conn.abort()
         self._abort_client()
 
     def _abort_client(self) -> None:
@@ -348,26 +324,46 @@ class BodyStream(Protocol):
         if channel is not None and channel.transport is not None:
             channel.transport.abortConnection()
 
-    def connectionLost(self, reason) -> None:
-        if self.timer.active():
-            self.timer.cancel()
-        self.exchange.upstream.active -= 1
-        if self.exchange.gone:
+    # -- as the client request's producer ----------------------------------------
+
+    def pauseProducing(self) -> None:
+        if self.conn is not None:
+            self.conn.pause()
+
+    def resumeProducing(self) -> None:
+        if self.conn is not None:
+            self.timer.reset(self.config.idle_timeout)
+            self.conn.resume()
+
+    def stopProducing(self) -> None:
+        self._client_gone(None)
+
+    def _client_gone(self, failure) -> None:
+        if self.gone:
             return
-        self.request.unregisterProducer()
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.request.finish()
-        else:
-            log.warn("proxy: response from {url} broke off: {why}",
-                     url=self.exchange.upstream.url, why=reason.getErrorMessage())
-            self._abort_client()
+        self.gone = True
+        if self.connecting is not None:
+            self.connecting.cancel()  # errback: _connect_failed, which sees gone
+        elif self.conn is not None:
+            conn = self.conn
+            self._end_try()
+            conn.abort()
 
+    # -- upgrades --------------------------------------------------------------
 
-class _Discard(Protocol):
-    """Drains a response nobody wants, so its connection can go back to the pool."""
+    def _tunnel(self, upstream, headers, path) -> None:
+        request = self.request
+        if self.body_length:
+            headers[b"content-length"] = (b"Content-Length", [b"%d" % self.body_length])
+        request.content.seek(0)
 
-    def connectionMade(self) -> None:
-        self.transport.stopProducing()
+        def failed(reason):
+            upstream.failed(self.reactor.seconds())
+            if not self.gone:
+                self.try_next(502)
+
+        open_tunnel(request, upstream, head_bytes(request.method, path, headers),
+                    request.content.read(), self.config.idle_timeout, self.reactor, failed)
 
 
 class _Unclosed:

@@ -7,6 +7,10 @@ Hop-by-hop headers (RFC 9110 7.6.1: ``Connection`` and the names it lists,
 is copied value by value, so repeated headers (``Set-Cookie``, ``Cookie``,
 ``Vary``) arrive as they left.  Forwarding headers are believed from
 trusted proxies only (``forwarded.resolve_client``), else replaced.
+
+Upstream-bound headers are a plain ``{lower-case name: (name, [values])}``
+dict that ``head_bytes`` writes out: the incoming ``Headers`` are already
+canonical and sanitised, so no second ``Headers`` object is built per request.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from twisted.web.http_headers import Headers
 
 from .forwarded import Client
+from .proxy_client import connection_tokens
 
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"te", b"trailer", b"trailers", b"transfer-encoding",
@@ -25,15 +30,6 @@ _FORWARDING = frozenset(
 VIA = b"1.1 twisthost"
 
 
-def connection_tokens(values) -> frozenset:
-    """Lower-case header names listed in ``Connection`` values."""
-    if not values:
-        return frozenset()
-    return frozenset(
-        token.strip().lower() for value in values for token in value.split(b",") if token.strip()
-    )
-
-
 def is_upgrade(request) -> bool:
     headers = request.requestHeaders
     return headers.hasHeader(b"upgrade") and b"upgrade" in connection_tokens(
@@ -41,59 +37,75 @@ def is_upgrade(request) -> bool:
     )
 
 
-def _copy(source: Headers, target: Headers, skip: frozenset) -> None:
-    for name, values in source.getAllRawHeaders():
-        lower = name.lower()
-        if lower not in skip and lower not in HOP_BY_HOP and not lower.startswith(b"proxy-"):
-            target.setRawHeaders(name, values)
+def _end_to_end(lower: bytes, listed: frozenset) -> bool:
+    return lower not in HOP_BY_HOP and lower not in listed and not lower.startswith(b"proxy-")
 
 
-def apply_rules(headers: Headers, rules) -> None:
-    for name, value in rules or ():
-        if value is None:
-            headers.removeHeader(name)
-        else:
-            headers.setRawHeaders(name, [value])
+def upstream_headers(request, client: Client, host: bytes, config, upgrade: bool) -> dict:
+    """The request headers sent upstream for ``request``, as ``{lower name: (name, values)}``.
 
-
-def upstream_headers(request, client: Client, host: bytes, config, upgrade: bool) -> Headers:
-    """The request headers sent upstream for ``request``."""
+    The value lists may be the request's own: replace them, never append in place.
+    """
     incoming = request.requestHeaders
-    out = Headers()
-    _copy(incoming, out, connection_tokens(incoming.getRawHeaders(b"connection")) | _FORWARDING)
-    out.setRawHeaders(b"host", [host])
+    listed = _FORWARDING
+    connection = incoming.getRawHeaders(b"connection")
+    if connection:
+        listed = listed | connection_tokens(connection)
+    out = {}
+    for name, values in incoming.getAllRawHeaders():
+        lower = name.lower()
+        if _end_to_end(lower, listed):
+            out[lower] = (name, values)
+    out[b"host"] = (b"Host", [host])
     if upgrade:
-        out.setRawHeaders(b"connection", [b"upgrade"])
-        out.setRawHeaders(b"upgrade", incoming.getRawHeaders(b"upgrade"))
+        out[b"connection"] = (b"Connection", [b"upgrade"])
+        out[b"upgrade"] = (b"Upgrade", incoming.getRawHeaders(b"upgrade"))
     _add_forwarding(request, client, out)
     if config.via:
-        out.addRawHeader(b"via", VIA)
-    apply_rules(out, config.headers_up)
+        name, values = out.get(b"via", (b"Via", []))
+        out[b"via"] = (name, [*values, VIA])
+    for lower, value in config.headers_up or ():
+        if value is None:
+            out.pop(lower, None)
+        else:
+            out[lower] = (lower, [value])
     return out
 
 
-def _add_forwarding(request, client: Client, out: Headers) -> None:
+def head_bytes(method: bytes, target: bytes, headers: dict) -> bytes:
+    """An HTTP/1.1 request head from ``upstream_headers``' dict."""
+    lines = [b"%s %s HTTP/1.1" % (method, target)]
+    for name, values in headers.values():
+        lines.extend(name + b": " + value for value in values)
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+def _add_forwarding(request, client: Client, out: dict) -> None:
     incoming = request.requestHeaders
     asked = (incoming.getRawHeaders(b"host") or [b""])[0]
-    own_scheme = b"https" if request.isSecure() else b"http"
+    # An untrusted peer's scheme is our own already (isSecure is an interface lookup).
+    secure = request.isSecure() if client.trusted else client.scheme == "https"
+    own_scheme = b"https" if secure else b"http"
     peer = client.peer.encode("ascii")
     element = b"for=%s;proto=%s" % (_node(client.peer), own_scheme)
     if asked:
         element += b";host=" + _quote(asked)
     if client.trusted:
         chain = incoming.getRawHeaders(b"x-forwarded-for")
-        out.setRawHeaders(b"x-forwarded-for", [b", ".join((chain or []) + [peer])])
-        out.setRawHeaders(b"x-forwarded-proto", [client.scheme.encode("ascii")])
+        out[b"x-forwarded-for"] = (b"X-Forwarded-For", [b", ".join((chain or []) + [peer])])
+        out[b"x-forwarded-proto"] = (b"X-Forwarded-Proto", [client.scheme.encode("ascii")])
         if client.host or asked:
-            out.setRawHeaders(b"x-forwarded-host", [client.host or asked])
-        out.setRawHeaders(b"forwarded", [b", ".join((incoming.getRawHeaders(b"forwarded") or []) + [element])])
+            out[b"x-forwarded-host"] = (b"X-Forwarded-Host", [client.host or asked])
+        forwarded = incoming.getRawHeaders(b"forwarded") or []
+        out[b"forwarded"] = (b"Forwarded", [b", ".join(forwarded + [element])])
     else:
-        out.setRawHeaders(b"x-forwarded-for", [peer])
-        out.setRawHeaders(b"x-forwarded-proto", [own_scheme])
+        out[b"x-forwarded-for"] = (b"X-Forwarded-For", [peer])
+        out[b"x-forwarded-proto"] = (b"X-Forwarded-Proto", [own_scheme])
         if asked:
-            out.setRawHeaders(b"x-forwarded-host", [asked])
-        out.setRawHeaders(b"forwarded", [element])
-    out.setRawHeaders(b"x-real-ip", [client.addr.encode("ascii")])
+            out[b"x-forwarded-host"] = (b"X-Forwarded-Host", [asked])
+        out[b"forwarded"] = (b"Forwarded", [element])
+    out[b"x-real-ip"] = (b"X-Real-Ip", [client.addr.encode("ascii")])
 
 
 def _node(address: str) -> bytes:
@@ -107,9 +119,26 @@ def _quote(value: bytes) -> bytes:
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
-def copy_response_headers(response, target: Headers, config) -> None:
-    """The upstream response's headers onto the client response."""
-    _copy(response.headers, target, getattr(response, "hop_by_hop", frozenset()))
+def copy_response_headers(head, target: Headers, config) -> None:
+    """The upstream response's headers (a ``proxy_client.Head``) onto the client response.
+
+    Each name's values replace what the server set (``Date``, ``Server``), in order.
+    """
+    grouped: dict = {}
+    listed = head.connection
+    for lower, name, value in head.headers:
+        if _end_to_end(lower, listed):
+            entry = grouped.get(lower)
+            if entry is None:
+                grouped[lower] = (name, [value])
+            else:
+                entry[1].append(value)
+    for name, values in grouped.values():
+        target.setRawHeaders(name, values)
     if config.via:
         target.addRawHeader(b"via", VIA)
-    apply_rules(target, config.headers_down)
+    for name, value in config.headers_down or ():
+        if value is None:
+            target.removeHeader(name)
+        else:
+            target.setRawHeaders(name, [value])

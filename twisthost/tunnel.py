@@ -25,13 +25,6 @@ def can_tunnel(request) -> bool:
     )
 
 
-def request_head(method: bytes, path: bytes, headers) -> bytes:
-    lines = [b"%s %s HTTP/1.1" % (method, path)]
-    for name, values in headers.getAllRawHeaders():
-        lines.extend(name + b": " + value for value in values)
-    return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
 class _End(Protocol):
     """One end of the splice: what it receives is written to the other end."""
 

@@ -1,0 +1,330 @@
+"""The proxy's HTTP/1.1 client: keep-alive connections per upstream, one request at a time each.
+
+Twisted's ``Agent`` was the largest share of the proxy's own CPU per
+request (docs/design.md, "Proxy client"): it parses a URL per request, runs
+a chain of Deferreds per step, reads responses line by line into a
+``Headers`` and a ``Response`` state machine, and wraps pooled connections
+in a retrying protocol.  A proxy needs less: the request head is already
+bytes, the response head is read in one piece and handed over as
+``(lower-case name, name, value)`` triples, the body is passed straight
+through, and the connection goes back to its upstream's idle list.
+
+What stays as in ``HTTPConnectionPool``: at most ``keepalive`` idle
+connections per upstream, each closed after ``keepalive_timeout`` unused;
+a request that finds its reused connection closed before any answer (the
+upstream timed it out meanwhile) is retried once on a new connection when
+its method is idempotent; ``close()`` drops the idle connections.  Bodies
+use Twisted's own transfer decoders (``Content-Length``, chunked) and a
+response framed by neither is read until the upstream closes.
+
+The caller (``proxy.Exchange``) gets ``connected(conn)``/``connect_failed``
+from ``UpstreamPool.acquire`` and then, from the connection, ``head(...)``,
+``body(data)``, ``done()`` or ``failed(reason, stale)`` / ``broken(reason)``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet import defer
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.web.http import _ChunkedTransferDecoder, _IdentityTransferDecoder
+
+MAX_HEAD = 64 * 1024  # bytes of response head before the response is refused
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NAMES: dict = {}  # header names seen and found valid -> lower case (a few dozen in practice)
+_MAX_NAMES = 1000
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class BadResponse(Exception):
+    """The upstream's response cannot be relayed safely."""
+
+
+def connection_tokens(values) -> frozenset:
+    """Lower-case header names listed in ``Connection`` values."""
+    if not values:
+        return frozenset()
+    return frozenset(
+        token.strip().lower() for value in values for token in value.split(b",") if token.strip()
+    )
+
+
+class Head:
+    """A parsed response head; ``headers`` are ``(lower-case name, name, value)`` triples."""
+
+    __slots__ = ("version", "status", "phrase", "headers", "connection", "length", "chunked", "keep")
+
+    def __init__(self, head: bytes):
+        # Lines end in CRLF only: a bare CR or LF could split a header on the way to the client.
+        if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n"):
+            raise BadResponse("bare CR or LF in the response head")
+        lines = head.split(b"\r\n")
+        version, _, rest = lines[0].partition(b" ")
+        code, _, self.phrase = rest.partition(b" ")
+        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
+            raise BadResponse(f"bad status line {lines[0][:80]!r}")
+        self.version, self.status = version, int(code)
+        self.headers = []
+        connection, lengths, codings = [], [], []
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            lower = _NAMES.get(name)
+            if lower is None:
+                lower = _header_name(name, colon, line)
+            value = value.strip(b" \t")
+            if lower == b"connection":
+                connection.append(value)
+            elif lower == b"content-length":
+                lengths.append(value)
+            elif lower == b"transfer-encoding":
+                codings.append(value)
+            self.headers.append((lower, name, value))
+        self.connection = connection_tokens(connection)
+        # Kept alive unless told otherwise; a length next to a coding is a
+        # smuggling smell (RFC 9112 6.3): the coding wins, the connection closes after.
+        self.keep = version == b"HTTP/1.1" and b"close" not in self.connection and not (
+            codings and lengths
+        )
+        self.chunked = False
+        self.length = None  # body bytes when known; None: chunked or until close
+        if codings:
+            last = b",".join(codings).rsplit(b",", 1)[-1].strip().lower()
+            self.chunked = last == b"chunked"  # otherwise the body runs until close
+        elif lengths:
+            values = {part.strip() for value in lengths for part in value.split(b",")}
+            if len(values) != 1 or not next(iter(values)).isdigit():
+                raise BadResponse("bad Content-Length")
+            self.length = int(values.pop())
+
+
+def _header_name(name: bytes, colon: bytes, line: bytes) -> bytes:
+    """The lower-case form of a header name not seen before, once it is checked."""
+    if not colon or not _TOKEN.fullmatch(name):
+        raise BadResponse(f"bad header line {line[:80]!r}")
+    if len(_NAMES) < _MAX_NAMES:
+        _NAMES[name] = name.lower()
+    return name.lower()
+
+
+class _UntilClose:
+    """The body of a response framed by neither length nor chunks: all bytes until close."""
+
+    def __init__(self, data_callback):
+        self.dataReceived = data_callback
+
+
+class UpstreamConnection(Protocol):
+    """One connection to an upstream; carries one exchange at a time."""
+
+    exchange = None  # the caller waiting on this connection
+    decoder = None  # reads the body once the head is in
+    idle_timer = None
+    producer = None  # a FileBodyProducer sending a large request body
+    keep = False  # may go back to the pool after this response
+    head_only = False  # a HEAD request: no body, whatever the headers say
+    got_bytes = False
+    reused = False  # came from the idle list: may have been closed by the upstream meanwhile
+    paused = False
+    refused = None  # the BadResponse that made us drop the connection
+    on_lost = None  # a Deferred fired by connectionLost (UpstreamPool.close waits on it)
+
+    def __init__(self, pool: "UpstreamPool", upstream):
+        self.pool, self.upstream = pool, upstream
+        self.buffer = b""
+
+    def connectionMade(self) -> None:
+        # The head may go out in two writes (head, then a large body): without
+        # TCP_NODELAY the second can wait for a delayed ACK (40 ms), like nginx's tcp_nodelay.
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
+
+    # -- sending
+
+    def send(self, exchange, data: bytes, head_only: bool, producer=None) -> None:
+        """Write a request (``data``: head and small body), then stream ``producer`` if any."""
+        self.exchange, self.head_only, self.got_bytes = exchange, head_only, False
+        self.transport.write(data)
+        if producer is not None:
+            self.producer = producer
+            self.transport.registerProducer(producer, True)
+            producer.startProducing(self.transport).addBoth(self._sent)
+
+    def _sent(self, result):
+        if self.producer is not None and self.transport is not None:
+            self.transport.unregisterProducer()
+        self.producer = None
+        return None  # a stopped producer's failure is no error here: the connection tells
+
+    # -- receiving
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.decoder is not None:
+            self.decoder.dataReceived(data)
+            return
+        if self.exchange is None:  # bytes nobody asked for: the stream is out of step
+            self.transport.abortConnection()
+            return
+        self.got_bytes = True
+        buffer = self.buffer + data
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end == -1:
+                self.buffer = buffer
+                if len(buffer) > MAX_HEAD:
+                    self._refuse(BadResponse("response head too large"))
+                return
+            try:
+                head = Head(buffer[:end])
+            except BadResponse as error:
+                self._refuse(error)
+                return
+            buffer = buffer[end + 4:]
+            if not 100 <= head.status < 200:
+                break
+            if head.status == 101:  # upgrades go through tunnel.py, never through the pool
+                self._refuse(BadResponse("unexpected 101 Switching Protocols"))
+                return
+            # else an interim response (100 Continue, 103 Early Hints): the final one follows
+        self.buffer = b""
+        self._start_body(head, buffer)
+
+    def _start_body(self, head: Head, rest: bytes) -> None:
+        self.keep = head.keep
+        exchange = self.exchange
+        if self.head_only or head.status in _NO_BODY_STATUS:
+            exchange.head(head)
+            self._finished(rest)
+            return
+        if head.chunked:
+            self.decoder = _ChunkedTransferDecoder(self._data, self._finished)
+        elif head.length is not None:
+            self.decoder = _IdentityTransferDecoder(head.length, self._data, self._finished)
+        else:
+            self.keep = False
+            self.decoder = _UntilClose(self._data)
+        exchange.head(head)
+        if self.exchange is exchange and self.decoder is not None:
+            if head.length == 0:
+                self._finished(rest)
+            elif rest:
+                self.decoder.dataReceived(rest)
+
+    def _data(self, data: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.body(data)
+
+    def _finished(self, extra: bytes) -> None:
+        exchange, self.exchange, self.decoder = self.exchange, None, None
+        if self.keep and not extra:
+            self.pool.release(self)
+        else:  # extra bytes after the response: the upstream is out of step
+            self.transport.loseConnection()
+        if exchange is not None:
+            exchange.done()
+
+    def _refuse(self, error: BadResponse) -> None:
+        self.buffer, self.refused = b"", error
+        self.transport.abortConnection()  # connectionLost tells the exchange
+
+    # -- flow control, called by the exchange
+
+    def pause(self) -> None:
+        self.paused = True
+        self.transport.pauseProducing()
+
+    def resume(self) -> None:
+        self.paused = False
+        self.transport.resumeProducing()
+
+    def abort(self) -> None:
+        """Give up this exchange: the connection cannot be reused mid-request."""
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    # -- in the pool
+
+    def idle(self, timeout: float, reactor) -> None:
+        if self.paused:
+            self.resume()
+        self.reused = True
+        self.idle_timer = reactor.callLater(timeout, self.transport.loseConnection)
+
+    def take(self) -> None:
+        self.idle_timer.cancel()
+        self.idle_timer = None
+
+    def connectionLost(self, reason) -> None:
+        if self.on_lost is not None:
+            self.on_lost.callback(None)
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+            self.pool.forget(self)
+        if self.producer is not None:
+            self.producer.stopProducing()
+            self.producer = None
+        exchange, self.exchange = self.exchange, None
+        if exchange is None:
+            return
+        if self.refused is not None:
+            exchange.failed(self.refused, stale=False)
+        elif isinstance(self.decoder, _UntilClose):
+            self.decoder = None
+            exchange.done()
+        elif self.decoder is not None:
+            exchange.broken(reason)
+        else:
+            exchange.failed(reason, stale=self.reused and not self.got_bytes)
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per upstream, like ``HTTPConnectionPool``."""
+
+    def __init__(self, reactor, keepalive: int, keepalive_timeout: float):
+        self.reactor = reactor
+        self.keepalive, self.timeout = keepalive, keepalive_timeout
+        self.idle: dict = {}  # Upstream -> [UpstreamConnection], most recently used last
+        self.closed = False
+
+    def acquire(self, upstream, connected, connect_failed, fresh: bool = False):
+        """Call ``connected(conn)`` now with an idle connection, or once a new one is open.
+
+        Returns the connecting Deferred (cancel it to give up), or None.
+        """
+        idle = None if fresh else self.idle.get(upstream)
+        if idle:
+            conn = idle.pop()
+            conn.take()
+            connected(conn)
+            return None
+        d = connectProtocol(upstream.endpoint, UpstreamConnection(self, upstream))
+        d.addCallbacks(connected, connect_failed)
+        return d
+
+    def release(self, conn: UpstreamConnection) -> None:
+        idle = self.idle.setdefault(conn.upstream, [])
+        if self.closed or len(idle) >= self.keepalive:
+            conn.transport.loseConnection()
+            return
+        conn.idle(self.timeout, self.reactor)
+        idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        idle = self.idle.get(conn.upstream)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def close(self) -> defer.Deferred:
+        """Close the idle connections (shutdown, or the config was replaced); busy ones close when done."""
+        self.closed = True
+        waits = []
+        for idle in self.idle.values():
+            for conn in list(idle):
+                conn.on_lost = defer.Deferred()
+                waits.append(conn.on_lost)
+                conn.transport.loseConnection()
+        return defer.DeferredList(waits)
