@@ -7,9 +7,17 @@ request on it is busy, one without is idle.  ``drain`` closes idle
 connections at once, lets busy ones finish their current response (then
 closes them: no more keep-alive), and aborts whatever is left at the deadline,
 so a stop never hangs on a stuck client or application.
+
+Past the connections, two more things could hold a stop: services that wait
+for threads (``stop_by`` stops waiting at the graceful deadline) and code
+that keeps the process alive after the reactor (``exit_by``, the last
+resort).
 """
 
 from __future__ import annotations
+
+import os
+import threading
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -118,3 +126,63 @@ def _close_after(request) -> None:
         channel.persistent = False
     if not getattr(request, "startedWriting", True):
         request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+
+
+def stop_by(service, deadline: float, reactor) -> defer.Deferred:
+    """Stop ``service``, waiting for it until ``deadline`` (reactor seconds) at the latest.
+
+    A WSGI pool waits for its threads; once the drain has used up the
+    graceful time, a thread still running is stuck in the app and not worth
+    more waiting: pool threads are daemon threads and end with the process.
+    """
+    waited: defer.Deferred = defer.Deferred()
+
+    def give_up():
+        log.warn("graceful timeout: not waiting any longer for {service} to stop", service=service)
+        waited.callback(None)
+
+    timer = reactor.callLater(max(0.0, deadline - reactor.seconds()), give_up)
+
+    def stopped(result):
+        if timer.active():
+            timer.cancel()
+            waited.callback(None)
+        return result
+
+    defer.maybeDeferred(service.stopService).addBoth(stopped).addErrback(
+        lambda failure: log.failure("stopping {service} failed", failure, service=service))
+    return waited
+
+
+#: Seconds past graceful_timeout after which a stopping process ends no matter what.
+EXIT_SLACK = 0.75
+
+
+def exit_by(seconds: float) -> None:
+    """The last resort of a stop: end this process ``seconds`` from now, whatever holds it.
+
+    The graceful path finishes sooner (``drain`` and ``stop_by`` are
+    bounded), but application code can keep a process alive past it: a
+    non-daemon thread the app started (joined at interpreter exit), a
+    blocking call in the reactor thread (no timer of the reactor fires), a
+    hung ``getaddrinfo`` in the reactor's thread pool (joined at shutdown).
+    A daemon timer thread is immune to all of these.  Armed from the signal
+    handler itself, so even a blocked reactor cannot delay it; exit status 1
+    says the stop was forced.
+    """
+    timer = threading.Timer(seconds, _force_exit, args=(seconds,))
+    timer.name = "twisthost-exit-by"
+    timer.daemon = True
+    timer.start()
+
+
+def _force_exit(seconds: float) -> None:
+    me = threading.current_thread()
+    others = [thread.name for thread in threading.enumerate() if thread is not me]
+    # Straight to fd 2 (the master's pipe, the terminal or the journal): the
+    # log machinery may be what is stuck.
+    os.write(2, (
+        f"twisthost: process {os.getpid()} still running {seconds:g}s after the stop began"
+        f" (threads: {', '.join(others)}): exiting now\n"
+    ).encode())
+    os._exit(1)
