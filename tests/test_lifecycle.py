@@ -13,9 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import TWISTD, free_port, wait_for_port, write_site
+from conftest import ROOT, TWISTD, free_port, wait_for_port, write_site
 from twisthost.errors import ConfigError
 from twisthost.service import prepare
+
+APPS = ROOT / "tests" / "apps"
 
 # An asynchronous resource: answers after ?delay= seconds (never, for a negative delay),
 # with the pid and a marker of the config generation that built it.
@@ -123,6 +125,97 @@ def test_int_stops_at_once_despite_in_flight_requests(serve, slow_site):
     assert server.proc.wait(5) == 0
     assert time.monotonic() - started < 2
     stuck.close()
+
+
+# A WSGI app on its own thread pool: rawapps.sleep_app sleeps ?s= seconds.
+WSGI_SITE = f"""
+    from twisthost import Site, WSGI
+    site = Site(default=WSGI("rawapps:sleep_app", pythonpath=[{str(APPS)!r}], threads=20),
+                {{options}})
+    """
+
+
+def wait_ready(server, timeout=30.0) -> None:
+    """With workers, until all are up (a fresh worker needs seconds on a loaded 2-core box)."""
+    if "workers=1," not in server.config.read_text():
+        wait_for_text(server.log_path, "worker(s) ready", timeout)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_term_lets_in_flight_wsgi_requests_finish_and_exits_0(serve, tmp_path, workers):
+    server = serve(WSGI_SITE.format(options=f"workers={workers}, graceful_timeout=10"))
+    wait_ready(server)
+    with ThreadPoolExecutor(20) as pool:
+        futures = [pool.submit(get, server.port, "/?s=1") for _ in range(20)]
+        time.sleep(0.4)  # all 20 are in flight
+        server.signal(signal.SIGTERM)
+        results = [f.result() for f in futures]
+    assert results == [(200, b"slept")] * 20
+    assert server.proc.wait(5) == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stuck_wsgi_request_exits_within_graceful_timeout(serve, tmp_path, workers):
+    server = serve(WSGI_SITE.format(options=f"workers={workers}, graceful_timeout=1"))
+    wait_ready(server)
+    stuck = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    stuck.sendall(b"GET /?s=3600 HTTP/1.1\r\nHost: x\r\n\r\n")  # a thread sleeps "forever"
+    time.sleep(0.4)
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.proc.wait(10) == 0
+    assert time.monotonic() - started < 1 + 1.0
+    assert closed_without_answer(stuck)
+
+
+# Application code that would keep a stopping process alive: a non-daemon thread
+# (joined at interpreter exit) or a render blocking the reactor thread itself.
+HOLDERS = '''
+import threading, time
+from twisted.web.resource import Resource
+
+def with_a_thread():
+    """Like an app starting a scheduler when it is created (in the main thread)."""
+    threading.Thread(target=time.sleep, args=(3600,), name="app-background").start()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+    return app
+
+class Blocking(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        time.sleep(3600)
+'''
+
+
+@pytest.mark.parametrize("service", ['WSGI("holders:with_a_thread()")', 'Resource("holders:Blocking()")'])
+def test_app_code_holding_the_process_cannot_stop_it_exiting(serve, tmp_path, service):
+    write_site(tmp_path, HOLDERS, "holders.py")
+    server = serve(f"""
+        from twisthost import Resource, Site, WSGI
+        site = Site(default={service}, graceful_timeout=1)
+        """)
+    client = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.4)
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.proc.wait(10) == 1  # forced: not a clean stop
+    assert time.monotonic() - started < 1 + 1.0
+    assert "still running 1.75s after the stop began" in server.log()
+    client.close()
+
+
+def closed_without_answer(sock) -> bool:
+    """The server ended the connection (EOF, or a reset if it aborted it) and sent nothing."""
+    with sock:
+        try:
+            return sock.recv(100) == b""
+        except ConnectionResetError:
+            return True
 
 
 def hammer(port, stop: threading.Event, results: list) -> None:
