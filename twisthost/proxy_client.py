@@ -29,6 +29,7 @@ import re
 from twisted.internet import defer
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
 from twisted.web.http import _ChunkedTransferDecoder, _IdentityTransferDecoder
 
 MAX_HEAD = 64 * 1024  # bytes of response head before the response is refused
@@ -271,7 +272,7 @@ class UpstreamConnection(Protocol):
         if exchange is None:
             return
         if self.refused is not None:
-            exchange.failed(self.refused, stale=False)
+            exchange.failed(Failure(self.refused), stale=False)
         elif isinstance(self.decoder, _UntilClose):
             self.decoder = None
             exchange.done()
