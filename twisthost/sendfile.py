@@ -103,7 +103,7 @@ class SendfileProducer:
         self._close()
 
     def _abort(self, why: str) -> None:
-        log.msg(f"static: {why}; aborting the connection")
+        log.msg(f"sendfile: {why}; aborting the connection")
         self._close()
         self.transport.abortConnection()
 

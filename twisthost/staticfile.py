@@ -293,7 +293,8 @@ class FileResponse(static.File):
         if ranges:
             request.setHeader(b"accept-ranges", b"bytes")
         cache_control = self.options.cache_control(self.relpath)
-        if cache_control:
+        # An application's own, kept through X-Accel-Redirect, is more specific than the mount's.
+        if cache_control and not request.responseHeaders.hasHeader(b"cache-control"):
             request.setHeader(b"cache-control", cache_control.encode())
 
     def _send_ranges(self, request, file, etag: bytes, mtime: int):

@@ -160,12 +160,21 @@ class VirtualHosts(Resource):
         Lets the server apply that service's limits (``max_body``) before
         reading the body; routing proper happens after the body is read.
         """
+        found = self.route_for(request, target)
+        return found[0] if found else None
+
+    def route_for(self, request, target: bytes):
+        """``(service, decoded path segments below its prefix)`` for ``target`` on the request's host.
+
+        None when the host or no route matches.  Also finds the internal
+        ``Static`` an ``X-Accel-Redirect`` answer hands over to.
+        """
         table, _ = self.table_for(request)
         if not isinstance(table, RouteTable):
             return None
         segments = [unquote(part) for part in target.partition(b"?")[0][1:].split(b"/")]
         found = table.match(_without_trailing_slash(segments))
-        return found[0] if found else None
+        return (found[0], segments[found[1]:]) if found else None
 
     def route(self, request):
         table, name = self.table_for(request)

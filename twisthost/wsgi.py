@@ -17,11 +17,18 @@ control, its pool queue is unbounded, and a stop can deadlock.  Here:
   more than ``HIGH_WATER`` bytes are posted but unwritten, so a slow reader
   never makes us buffer a big response in memory;
 - ``timeout=`` answers 504, logs the stack of the stuck thread and discards
-  what the thread produces later; no thread or process is killed.
+  what the thread produces later; no thread or process is killed;
+- a response with ``X-Accel-Redirect`` is handed to an internal ``Static``
+  (:mod:`twisthost.accel`) instead of sending the app's body;
+- a ``wsgi.file_wrapper`` around a regular file is not read by the thread:
+  on a plain TCP connection the reactor sends it with ``sendfile(2)``
+  (:mod:`twisthost.sendfile`), and a HEAD answer skips it altogether.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 
 from twisted.logger import Logger
@@ -29,11 +36,14 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from .accel import hand_off, target_of
 from .errors import ConfigError
 from .forwarded import resolve_client
 from .importing import resolve
 from .pages import write_error
+from .sendfile import SendfileProducer, can_sendfile
 from .threadpools import WorkerPool
+from .tls import ssl_environ
 
 log = Logger()
 
@@ -41,6 +51,8 @@ log = Logger()
 HIGH_WATER = 256 * 1024
 #: Bytes written before an exchange starts listening to the transport's pause/resume.
 PRODUCER_AFTER = 64 * 1024
+#: A ``wsgi.file_wrapper`` file at least this big goes out with sendfile(2); smaller ones are read.
+SENDFILE_MIN = 64 * 1024
 #: Response headers whose value from the app replaces Twisted's default instead of adding to it.
 _REPLACED = frozenset((b"server", b"date"))
 
@@ -108,10 +120,29 @@ class ErrorStream:
 
 
 class FileWrapper:
-    """``wsgi.file_wrapper``: iterate a file in big blocks, close it with the response."""
+    """``wsgi.file_wrapper``: iterate a file in big blocks, close it with the response.
+
+    The iteration is the fallback; for a regular file the exchange asks
+    :meth:`span` and lets the kernel send the bytes instead (``fileno`` and
+    ``close`` are what :class:`~.sendfile.SendfileProducer` uses).
+    """
 
     def __init__(self, filelike, blksize: int = 64 * 1024):
         self.filelike, self.blksize = filelike, blksize
+
+    def span(self) -> tuple[int, int] | None:
+        """``(offset, bytes left)`` when the wrapped object is a regular file, else None."""
+        try:
+            st = os.fstat(self.filelike.fileno())
+            offset = self.filelike.tell()  # the app may have seeked: send from there
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+            return None
+        if not stat.S_ISREG(st.st_mode) or not isinstance(offset, int):
+            return None
+        return offset, max(0, st.st_size - offset)
+
+    def fileno(self) -> int:
+        return self.filelike.fileno()
 
     def __iter__(self):
         return self
@@ -183,6 +214,8 @@ class WSGIApp(Resource):
         env["REMOTE_PORT"] = str(getattr(request.getClientAddress(), "port", ""))
         env["SERVER_NAME"], env["SERVER_PORT"] = _server_name_port(request, client.scheme)
         env["wsgi.url_scheme"] = client.scheme
+        if client.scheme == "https":
+            env.update(ssl_environ(request))  # SSL_CLIENT_S_DN...; {} behind a TLS-terminating proxy
         env["wsgi.input"] = content
         if length or request.requestHeaders.hasHeader(b"content-length"):
             env["CONTENT_LENGTH"] = str(length)  # the body as read, also for chunked uploads
@@ -248,6 +281,8 @@ class Exchange:
         self.mailbox = resource.pool.mailbox
         self.head = None  # (code, reason, [(name, value)]) once start_response was called
         self.head_sent = False
+        self.accel = None  # the X-Accel-Redirect target, when the head names one
+        self.sendfile = can_sendfile(request)
         self.running = False
         self.posted = self.written = 0
         self.waiting = self.paused = self.closed = self.producing = False
@@ -261,12 +296,11 @@ class Exchange:
         result = None
         try:
             result = self.resource.app(self.environ, self.start_response)
-            for chunk in result:
-                if chunk:
-                    self.write(chunk)
-                elif self._gone():
-                    raise _Gone
-            self.mailbox.post(self._apply, self._take_head(), b"", True)
+            if isinstance(result, FileWrapper) and self._offer_file(result):
+                result = None  # the reactor sends the file and closes it
+            else:
+                self._send_body(result)
+                self._end()
         except _Gone:
             pass
         except Exception:
@@ -279,6 +313,50 @@ class Exchange:
                 except Exception:
                     self.mailbox.post(self._log_failure, Failure(), "close() of the response failed")
             self.running = False
+
+    def _send_body(self, result) -> None:
+        if self.accel is not None:
+            return  # an X-Accel-Redirect answer's body is dropped unread
+        for chunk in result:
+            if self.accel is not None:
+                break  # start_response came with the first chunk
+            if chunk:
+                self.write(chunk)
+            elif self._gone():
+                raise _Gone
+
+    def _end(self) -> None:
+        if self.accel is not None:
+            self.mailbox.post(self._hand_off, self._take_head(), self.accel)
+        else:
+            self.mailbox.post(self._apply, self._take_head(), b"", True)
+
+    def _offer_file(self, wrapper: FileWrapper) -> bool:
+        """Give a regular file to the reactor to send with sendfile(2); False to iterate it.
+
+        Sends exactly the app's Content-Length when it set one (the
+        connection is aborted if the file holds less), else the rest of the
+        file.  HEAD answers take this path on any transport: nothing is read.
+        """
+        head = self.head
+        if self.accel is not None or head is None or not (200 <= head[0] < 300 and head[0] != 204):
+            return False
+        head_only = self.environ["REQUEST_METHOD"] == "HEAD"
+        if not (self.sendfile or head_only):
+            return False
+        span = wrapper.span()
+        if span is None:
+            return False
+        offset, count = span
+        lengths = [value for name, value in head[2] if name.lower() == b"content-length"]
+        if lengths:
+            if len(lengths) != 1 or not lengths[0].isdigit():
+                return False
+            count = int(lengths[0])
+        if count < SENDFILE_MIN and not head_only:
+            return False
+        self.mailbox.post(self._send_file, self._take_head(), wrapper, offset, count)
+        return True
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info is not None:
@@ -295,12 +373,15 @@ class Exchange:
             raise TypeError(f"WSGI headers must be a list, got {type(headers).__name__}")
         encoded = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
         self.head = (int(status[:3]), status[4:].encode("latin-1"), encoded)
+        self.accel = target_of(encoded)
         return self.write
 
     def write(self, chunk: bytes) -> None:
         """Send ``chunk`` (also the legacy ``write()`` callable); waits only for back-pressure."""
         if type(chunk) is not bytes:
             raise TypeError(f"WSGI response chunks must be bytes, got {type(chunk).__name__}")
+        if self.accel is not None:
+            return  # the body of an X-Accel-Redirect answer is dropped
         if self.paused or self.posted - self.written > HIGH_WATER:
             self._wait_for_room()
         if self._gone():
@@ -355,6 +436,36 @@ class Exchange:
             self._finish()
         elif self.waiting:
             self.wake.set()
+
+    def _hand_off(self, head, target: bytes) -> None:
+        """X-Accel-Redirect: the internal Static answers instead of the app."""
+        if self.closed:
+            return
+        self._close()
+        if not self.request._disconnected:
+            hand_off(self.request, target, head[2], self.resource.config.target)
+
+    def _send_file(self, head, wrapper: FileWrapper, offset: int, count: int) -> None:
+        """The app's ``wsgi.file_wrapper`` body, sent by the kernel (nothing for HEAD)."""
+        request = self.request
+        unwanted = self.closed or request._disconnected  # past the deadline, or the client left
+        self._close()
+        if unwanted:
+            self._close_wrapper(wrapper)
+            return
+        self._write_head(head)
+        request.setHeader(b"content-length", b"%d" % count)
+        if request.method == b"HEAD":
+            self._close_wrapper(wrapper)
+            request.finish()
+        else:
+            SendfileProducer(request, wrapper, offset, count).start()  # closes it when done
+
+    def _close_wrapper(self, wrapper: FileWrapper) -> None:
+        try:
+            wrapper.close()
+        except Exception:
+            self._log_failure(Failure(), "close() of the response failed")
 
     def _write_head(self, head) -> None:
         code, reason, headers = head

@@ -1,0 +1,83 @@
+"""Apps that hand their body to the host: X-Accel-Redirect (Flask) and wsgi.file_wrapper (raw).
+
+Files are read from ``www/`` in the server's working folder (the test's
+site.py folder).  ``accel_app`` runs behind ``wsgiref.validate``; the
+file_wrapper app does not, because the validator wraps the returned iterable
+and so hides the ``FileWrapper`` a server can send with sendfile (the
+validated variant is there to prove the plain iteration still works).
+"""
+
+import io
+from urllib.parse import parse_qs
+from wsgiref.validate import validator
+
+from flask import Flask, Response, request
+
+flask_app = Flask(__name__)
+
+
+@flask_app.route("/download/<path:name>", methods=["GET", "HEAD", "POST"])
+def download(name):
+    """What a real app does after checking the user may have ``name``."""
+    response = Response("the app's own body, never sent", status=202, mimetype="text/html")
+    response.headers["X-Accel-Redirect"] = f"/protected/{name}"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name.rpartition("/")[2]}"'
+    response.headers["X-App-Only"] = "dropped"
+    response.set_cookie("seen", "yes")
+    if "private" in request.args:
+        response.headers["Cache-Control"] = "private, max-age=5"
+    return response
+
+
+@flask_app.get("/raw")
+def raw():
+    """Redirect to exactly the ``to`` query value (bad targets for the refusal tests)."""
+    response = Response("app body")
+    response.headers["X-Accel-Redirect"] = request.args["to"]
+    return response
+
+
+@flask_app.get("/hello")
+def hello():
+    return "no redirect here"
+
+
+accel_app = validator(flask_app)
+
+
+def _note(what: str, name: str) -> None:
+    with open("closed.log", "a") as log:
+        log.write(f"{what} {name}\n")
+
+
+class TrackedFile(io.FileIO):
+    """A real file that notes in ``closed.log`` whether the server closed it or it was leaked."""
+
+    def close(self):
+        if not self.closed:
+            _note("closed", self.name)
+        super().close()
+
+    def __del__(self):
+        if not self.closed:
+            _note("leaked", self.name)
+            io.FileIO.close(self)
+
+
+def file_app(environ, start_response):
+    """``?name=big.bin&offset=N&length=M``: the file (from offset, M bytes) via wsgi.file_wrapper."""
+    query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+    if query.get("name") == "bytesio":
+        data = io.BytesIO(b"z" * 200_000)  # no fileno(): iterated
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](data)
+    file = TrackedFile(f"www/{query['name']}", "rb")
+    file.seek(int(query.get("offset", "0")))
+    headers = [("Content-Type", "application/octet-stream")]
+    if "length" in query:
+        headers.append(("Content-Length", query["length"]))
+    start_response("200 OK", headers)
+    return environ["wsgi.file_wrapper"](file, 1 << 16)
+
+
+validated_file_app = validator(file_app)

@@ -1,0 +1,339 @@
+"""WSGI answers served by the host's static machinery: X-Accel-Redirect and wsgi.file_wrapper.
+
+A real Flask app answers ``/download/<name>`` with ``X-Accel-Redirect`` to an
+internal ``Static``; a raw app returns ``wsgi.file_wrapper(file)``.  The
+server runs with the ``sitecustomize`` spy of ``test_static_sendfile`` around
+the real ``os.sendfile``, so the tests see which bytes the kernel sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import socket
+import time
+
+import pytest
+from test_static_sendfile import SPY, download, sendfile_bytes, sha
+from tls_support import CA, ConfigServer, client_context, tls_get
+
+from conftest import ROOT, Server, free_port, write_site
+
+APPS = str(ROOT / "tests" / "apps")
+BIG = 24 * 1024 * 1024
+MID = 300 * 1024
+SECRET = b"outside the internal root\n"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    base = tmp_path_factory.mktemp("accel")
+    private = base / "private"
+    (private / "sub").mkdir(parents=True)
+    (private / "big.bin").write_bytes(os.urandom(BIG))
+    (private / "report.txt").write_bytes(b"quarterly numbers\n")
+    (private / "sub" / "nested.txt").write_bytes(b"nested\n")
+    (private / ".secret").write_bytes(SECRET)
+    (base / "outside.txt").write_bytes(SECRET)
+    (base / "www").mkdir()
+    (base / "www" / "mid.bin").write_bytes(os.urandom(MID))
+    (base / "www" / "small.txt").write_bytes(b"small\n")
+    os.symlink(private / "big.bin", base / "www" / "big.bin")
+    (base / "elsewhere").mkdir()
+    (base / "elsewhere" / "report.txt").write_bytes(b"another host's file\n")
+    (base / "spy").mkdir()
+    (base / "spy" / "sitecustomize.py").write_text(SPY.format(log=str(base / "sendfile.log")))
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(tree):
+    config = write_site(tree, f"""
+        from twisthost import WSGI, Host, Site, Static
+        P = [{APPS!r}]
+        site = Site(hosts=[
+            Host("files.test", routes={{
+                "/": WSGI("accelapp:accel_app", pythonpath=P),
+                "/protected": Static("private", internal=True, max_age=60),
+                "/public": Static("www"),
+                "/wrap": WSGI("accelapp:file_app", pythonpath=P),
+                "/validated": WSGI("accelapp:validated_file_app", pythonpath=P),
+            }}),
+            Host("lonely.test", WSGI("accelapp:accel_app", pythonpath=P)),
+            Host("other.test", routes={{"/protected": Static("elsewhere", internal=True)}}),
+        ])
+    """)
+    running = Server(config, free_port(), env={**os.environ, "PYTHONPATH": str(tree / "spy")})
+    yield running
+    running.stop()
+
+
+def get(server, path, method="GET", host="files.test", **headers):
+    return server.request(method, path, host=host, headers={k.replace("_", "-"): v for k, v in headers.items()})
+
+
+def closes(tree) -> list[str]:
+    log = tree / "closed.log"
+    return log.read_text().split("\n")[:-1] if log.exists() else []
+
+
+# --------------------------------------------------------------------------- X-Accel-Redirect
+
+
+def test_big_file_is_sent_byte_exact_with_sendfile_and_static_headers(server, tree):
+    before = sendfile_bytes(tree)
+    status, headers, size, digest = download(server.port, "/download/big.bin", "files.test")
+    assert (status, size) == (200, BIG) and headers["Content-Length"] == str(BIG)
+    assert digest == sha((tree / "private" / "big.bin").read_bytes())
+    assert sendfile_bytes(tree) - before == BIG
+    assert headers["Content-Type"] == "application/octet-stream"  # the file's, not the app's text/html
+    assert headers["ETag"] and headers["Last-Modified"] and headers["Accept-Ranges"] == "bytes"
+    assert headers["Cache-Control"] == "max-age=60"  # the internal Static's
+    assert headers["Content-Disposition"] == 'attachment; filename="big.bin"'
+    assert headers["Set-Cookie"].startswith("seen=yes")
+    assert "X-App-Only" not in headers and "X-Accel-Redirect" not in headers
+
+
+def test_small_file_type_and_the_apps_cache_control(server):
+    status, headers, body = get(server, "/download/report.txt?private")
+    assert (status, body) == (200, b"quarterly numbers\n")
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert headers["Cache-Control"] == "private, max-age=5"  # the app set one: it wins
+    status, _, body = get(server, "/download/sub/nested.txt")
+    assert (status, body) == (200, b"nested\n")
+
+
+def test_range_through_the_redirect(server, tree):
+    data = (tree / "private" / "big.bin").read_bytes()
+    status, headers, body = get(server, "/download/big.bin", Range="bytes=1000-2999")
+    assert status == 206 and body == data[1000:3000]
+    assert headers["Content-Range"] == f"bytes 1000-2999/{BIG}"
+    before = sendfile_bytes(tree)
+    status, _, size, digest = download(server.port, "/download/big.bin", "files.test",
+                                       {"Range": "bytes=-3000000"})
+    assert (status, size, digest) == (206, 3_000_000, sha(data[-3_000_000:]))
+    assert sendfile_bytes(tree) - before == 3_000_000
+    status, headers, body = get(server, "/download/report.txt", Range="bytes=0-1,4-5")
+    assert status == 206 and headers["Content-Type"].startswith("multipart/byteranges")
+    assert get(server, "/download/report.txt", Range="bytes=500-")[0] == 416
+
+
+def test_conditional_requests_through_the_redirect(server):
+    etag = get(server, "/download/report.txt")[1]["ETag"]
+    status, headers, body = get(server, "/download/report.txt", If_None_Match=etag)
+    assert (status, body) == (304, b"") and headers["ETag"] == etag
+    assert get(server, "/download/report.txt", If_Match='"other"')[0] == 412
+    status, _, body = get(server, "/download/report.txt", Range="bytes=0-3", If_Range='"stale"')
+    assert (status, body) == (200, b"quarterly numbers\n")
+
+
+def test_head_has_the_headers_and_no_body(server, tree):
+    before = sendfile_bytes(tree)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("HEAD", "/download/big.bin", headers={"Host": "files.test"})
+        response = conn.getresponse()
+        assert response.status == 200 and response.read() == b""
+        assert response.headers["Content-Length"] == str(BIG)
+        assert response.headers["Content-Disposition"] == 'attachment; filename="big.bin"'
+        conn.request("GET", "/download/report.txt", headers={"Host": "files.test"})  # same connection
+        assert conn.getresponse().read() == b"quarterly numbers\n"
+    finally:
+        conn.close()
+    assert sendfile_bytes(tree) == before
+
+
+def test_a_post_answered_with_a_redirect_gets_the_file(server):
+    status, _, body = server.request("POST", "/download/report.txt", host="files.test", body=b"a=1")
+    assert (status, body) == (200, b"quarterly numbers\n")
+
+
+def test_the_internal_route_is_not_reachable_directly(server):
+    for path in ("/protected/report.txt", "/protected/big.bin", "/protected/", "/protected"):
+        status, _, body = get(server, path)
+        assert status == 404 and b"quarterly" not in body
+
+
+@pytest.mark.parametrize("target", [
+    "/public/small.txt",  # a Static, but not internal
+    "/hello",  # the app itself
+    "/wrap?name=small.txt",
+    "protected/report.txt",  # not a path
+    "",
+    "http://files.test/protected/report.txt",
+    "/protected/missing.txt",
+    "/protected/.secret",  # hidden names stay hidden
+])
+def test_targets_outside_an_internal_static_are_404_and_logged(server, target):
+    status, headers, body = get(server, "/raw?to=" + _quote(target))
+    assert status == 404 and body.startswith(b"404 Not Found"), body
+    assert b"small" not in body and "Set-Cookie" not in headers
+    _wait_for_log(server, f"X-Accel-Redirect to {target!r}")
+
+
+@pytest.mark.parametrize("target", [
+    "/protected/../outside.txt",
+    "/protected/%2e%2e/outside.txt",
+    "/protected/..%2foutside.txt",
+    "/protected/sub/..%5c..%5coutside.txt",
+    "/protected/sub/../../outside.txt",
+    "/protected/%00/report.txt",
+])
+def test_traversal_in_the_target_is_refused(server, target):
+    status, _, body = get(server, "/raw?to=" + _quote(target))
+    assert status == 400 and SECRET not in body and b"quarterly" not in body
+    _wait_for_log(server, f"X-Accel-Redirect to {target!r}")
+
+
+def test_only_the_requests_own_host_is_searched(server):
+    """lonely.test has no internal Static; other.test's is not used for it."""
+    status, _, body = get(server, "/download/report.txt", host="lonely.test")
+    assert status == 404 and b"another host" not in body
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+    return quote(text, safe="")
+
+
+def _wait_for_log(server, text: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        assert time.monotonic() < deadline, f"{text!r} not in the log:\n{server.log()[-2000:]}"
+        time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- wsgi.file_wrapper
+
+
+def _wait_for_closes(tree, count: int) -> list[str]:
+    deadline = time.monotonic() + 5
+    while len(closes(tree)) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return closes(tree)
+
+
+def test_file_wrapper_goes_out_with_sendfile_and_is_closed(server, tree):
+    closed = len(closes(tree))
+    before = sendfile_bytes(tree)
+    status, headers, size, digest = download(server.port, "/wrap?name=big.bin", "files.test")
+    assert (status, size) == (200, BIG) and headers["Content-Length"] == str(BIG)
+    assert digest == sha((tree / "private" / "big.bin").read_bytes())
+    assert sendfile_bytes(tree) - before == BIG
+    assert _wait_for_closes(tree, closed + 1)[closed:] == ["closed www/big.bin"]
+
+
+def test_file_wrapper_sends_exactly_the_apps_content_length_from_its_offset(server, tree):
+    data = (tree / "private" / "big.bin").read_bytes()
+    before = sendfile_bytes(tree)
+    status, headers, size, digest = download(
+        server.port, "/wrap?name=big.bin&offset=1000&length=5000000", "files.test")
+    assert (status, size, digest) == (200, 5_000_000, sha(data[1000:5_001_000]))
+    assert sendfile_bytes(tree) - before == 5_000_000
+    status, _, size, digest = download(server.port, "/wrap?name=mid.bin&offset=100000", "files.test")
+    assert (status, digest) == (200, sha((tree / "www" / "mid.bin").read_bytes()[100_000:]))
+
+
+def test_a_content_length_past_the_end_of_the_file_aborts_the_connection(server, tree):
+    closed = len(closes(tree))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", f"/wrap?name=mid.bin&length={MID + 10}", headers={"Host": "files.test"})
+        response = conn.getresponse()
+        assert response.headers["Content-Length"] == str(MID + 10)
+        with pytest.raises((http.client.IncompleteRead, ConnectionResetError)):  # aborted: RST
+            response.read()
+    finally:
+        conn.close()
+    assert _wait_for_closes(tree, closed + 1)[closed:] == ["closed www/mid.bin"]
+
+
+def test_small_files_bytesio_and_validated_apps_are_iterated(server, tree):
+    closed = len(closes(tree))
+    before = sendfile_bytes(tree)
+    assert get(server, "/wrap?name=small.txt")[::2] == (200, b"small\n")
+    assert get(server, "/wrap?name=bytesio")[::2] == (200, b"z" * 200_000)
+    status, _, size, digest = download(server.port, "/validated?name=mid.bin", "files.test")
+    assert (status, digest) == (200, sha((tree / "www" / "mid.bin").read_bytes()))
+    assert sendfile_bytes(tree) == before
+    assert _wait_for_closes(tree, closed + 2)[closed:] == ["closed www/small.txt", "closed www/mid.bin"]
+
+
+def test_head_of_a_file_wrapper_reads_nothing(server, tree):
+    closed = len(closes(tree))
+    before = sendfile_bytes(tree)
+    status, headers, body = get(server, "/wrap?name=big.bin", method="HEAD")
+    assert (status, body, headers["Content-Length"]) == (200, b"", str(BIG))
+    assert sendfile_bytes(tree) == before
+    assert _wait_for_closes(tree, closed + 1)[closed:] == ["closed www/big.bin"]
+
+
+def test_clients_leaving_mid_transfer_close_the_files(server, tree):
+    closed = len(closes(tree))
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"GET /wrap?name=big.bin HTTP/1.1\r\nHost: files.test\r\n\r\n")
+            sock.recv(1 << 16)
+    assert get(server, "/wrap?name=small.txt")[2] == b"small\n"
+    got = _wait_for_closes(tree, closed + 4)[closed:]
+    assert sorted(got) == ["closed www/big.bin"] * 3 + ["closed www/small.txt"]
+    assert not [line for line in closes(tree) if line.startswith("leaked")]
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def tls_server(tree):
+    servers, clients = CA(tree, "server CA"), CA(tree, "client CA")
+    servers.issue("site", ["a.test"])
+    alice = clients.issue("alice", common_name="alice", client=True)
+    plain, secure = free_port(), free_port()
+    config = write_site(tree, f"""
+        from twisthost import TLS, WSGI, Host, Site
+        P = [{APPS!r}]
+        site = Site(
+            listen=["tcp:{plain}:interface=127.0.0.1",
+                    TLS("tcp:{secure}:interface=127.0.0.1", cert="site.pem", key="site.key",
+                        client_ca="client-CA.pem", verify_client="optional")],
+            hosts=[Host("a.test", routes={{
+                "/env": WSGI("rawapps:environ_app", pythonpath=P),
+                "/wrap": WSGI("accelapp:file_app", pythonpath=P),
+            }})],
+        )
+    """, name="tls_site.py")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(tree / "spy"))
+        running = ConfigServer(config, [plain, secure])
+    running.secure, running.servers, running.alice = secure, servers, alice
+    yield running
+    running.stop()
+
+
+def test_wsgi_sees_the_client_certificate(tls_server):
+    context = client_context(tls_server.servers, cert=tls_server.alice)
+    head, _, body = tls_get(tls_server.secure, context, "a.test", path="/env").response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    environ = json.loads(body)
+    assert environ["SSL_CLIENT_S_DN"] == "CN=alice,O=twisthost tests"
+    assert environ["SSL_CLIENT_VERIFY"] == "SUCCESS" and environ["HTTPS"] == "on"
+    assert environ["SSL_TLS_SNI"] == "a.test" and environ["wsgi.url_scheme"] == "https"
+    anonymous = json.loads(tls_get(tls_server.secure, client_context(tls_server.servers), "a.test",
+                                   path="/env").response.partition(b"\r\n\r\n")[2])
+    assert anonymous["SSL_CLIENT_VERIFY"] == "NONE" and "SSL_CLIENT_S_DN" not in anonymous
+    status, _, plain = tls_server.request("GET", "/env", host="a.test")
+    assert status == 200 and not [key for key in json.loads(plain) if key.startswith(("SSL_", "HTTPS"))]
+
+
+def test_file_wrapper_over_tls_is_iterated(tls_server, tree):
+    before = sendfile_bytes(tree)
+    fetched = tls_get(tls_server.secure, client_context(tls_server.servers), "a.test",
+                      path=f"/wrap?name=mid.bin&length={MID}")  # with a length: not chunked
+    head, _, body = fetched.response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and hashlib.sha256(body).hexdigest() == sha(
+        (tree / "www" / "mid.bin").read_bytes())
+    assert sendfile_bytes(tree) == before
+    assert tls_server.request("GET", "/wrap?name=mid.bin", host="a.test")[2] == (tree / "www" / "mid.bin").read_bytes()
+    assert sendfile_bytes(tree) == before + MID  # the spy is live: plain TCP took sendfile
