@@ -11,10 +11,9 @@ for (``VirtualHosts.service_for``) and takes two optional attributes of it:
 - ``body_spool``: bodies up to this size stay in memory, bigger ones go to a
   temporary file (Twisted's fixed threshold is 100,000 bytes).
 
-The 413 is written straight to the connection (the request has no method or
-URI yet), then the connection is half-closed and the rest of the upload
-discarded for up to ``LINGER`` seconds, so the client reads the 413 instead
-of a connection reset.
+The 413 goes out through the channel's own refusal (``HostChannel.reject``:
+the uniform error page, then a half-close while the rest of the upload is
+discarded), so the client reads the 413 instead of a connection reset.
 """
 
 from __future__ import annotations
@@ -22,13 +21,9 @@ from __future__ import annotations
 import io
 import tempfile
 
-from twisted.internet.interfaces import IHalfCloseableDescriptor
-from twisted.web import http, server
+from twisted.web import server
 
-from .pages import error_body
-
-#: Seconds a refused upload may keep sending before the connection is aborted.
-LINGER = 2.0
+from .channel import HostChannel
 
 
 class BodyLimitRequest(server.Request):
@@ -85,19 +80,7 @@ class BodyLimitRequest(server.Request):
         self._refused = True
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" for a body we refuse
         channel = self.channel
-        if not isinstance(channel, http.HTTPChannel):
+        if not isinstance(channel, HostChannel):
             channel.loseConnection()  # HTTP/2: reset the stream, nothing to answer on
             return
-        body = error_body(413, f"The request body is larger than {self.max_body} bytes.")
-        channel.transport.write(
-            b"HTTP/1.1 413 Request Entity Too Large\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-        )
-        channel.persistent = False
-        transport = channel.transport
-        if IHalfCloseableDescriptor.providedBy(transport):
-            transport.loseWriteConnection()
-            channel.callLater(LINGER, transport.abortConnection)
-        else:
-            channel.loseConnection()
+        channel.reject(413, f"The request body is larger than {self.max_body} bytes.")
