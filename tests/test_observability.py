@@ -393,3 +393,13 @@ def test_check_warns_about_an_exposed_admin_listener(tmp_path, admin, token, war
     assert result.returncode == 0, result.stderr
     assert f"admin: {admin}" in result.stdout
     assert ("warning: admin listener" in result.stderr) == warned
+
+
+def test_refused_requests_are_counted(logged):
+    assert raw_request(logged.port, b"GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: +5\r\n\r\nhello").startswith(
+        b"HTTP/1.1 400 ")
+    assert raw_request(logged.port, b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: a.test\r\n\r\n").startswith(
+        b"HTTP/1.1 414 ")
+    samples = metric_samples(logged)
+    assert samples[("twisthost_requests_refused_total", (("status", "400"),))] == 1
+    assert samples[("twisthost_requests_refused_total", (("status", "414"),))] == 1

@@ -165,6 +165,8 @@ class HostChannel(http.HTTPChannel):
         self.phase = "closing"
         self._log.info("refused {peer}: {status} {detail}", peer=str(self.transport.getPeer()),
                        status=status, detail=detail)
+        for observer in self.site.refusal_observers:
+            observer(status)
         self.transport.write(error_response(status, detail, self.limits.server_header))
         self._networkProducer.unregisterProducer()
         linger_close(self, self.transport)

@@ -157,6 +157,9 @@ class Metrics:
                                        labels + ("upstream",), buckets=BUCKETS, registry=self.registry)
         self.in_flight = Gauge("twisthost_requests_in_flight", "Requests routed and not finished.",
                                registry=self.registry, multiprocess_mode="livesum")
+        self.refused = Counter("twisthost_requests_refused", "Malformed, oversized or too slow request "
+                               "heads and bodies answered by the connection itself.", ("status",),
+                               registry=self.registry)
         self.reloads = Counter("twisthost_config_reloads", "Config reloads by result.", ("result",),
                                registry=self.registry)
         self.worker_restarts = Counter("twisthost_worker_restarts", "Workers that died and were replaced.",

@@ -54,6 +54,7 @@ class HostSite(server.Site):
         self.slots = ConnectionSlots()
         self.connections = Connections(self.reactor)  # for graceful stop and max_requests
         self.finish_observers: list = []  # callables(request): access log, metrics
+        self.refusal_observers: list = []  # callables(status): requests refused before routing
 
     def protocol(self):
         return HostConnection(HostChannel())

@@ -104,6 +104,20 @@ def on_signals(reactor, handlers: dict, at_once=None) -> None:
 # ----------------------------------------------------------------- the serving process
 
 
+def socket_description(item) -> str:
+    """The endpoint string whose socket a listen item uses (a ``TLS(...)`` wraps one)."""
+    return item.endpoint if isinstance(item, TLS) else item
+
+
+def listener_key(item) -> tuple[str, bool]:
+    """What makes two listen items the same listener on reload: socket and TLS or not.
+
+    Not the whole item: a ``TLS(...)`` whose certificate changed keeps its
+    port open, since each new connection asks for the current certificates.
+    """
+    return socket_description(item), isinstance(item, TLS)
+
+
 class HostService(MultiService):
     """One process serving one config; ``reload()`` re-reads it, ``stopService`` drains."""
 
@@ -124,6 +138,7 @@ class HostService(MultiService):
         self.observer = RequestObserver(prepared.context, self.metrics)
         self.factory.connections.request_observers.append(self.metrics.started)
         self.factory.finish_observers.append(lambda request: self.observer.finished(request))
+        self.factory.refusal_observers.append(lambda status: self.metrics.refused.labels(str(status)).inc())
         state = AdminState(self.metrics, lambda: self.current, prepared.site.admin_token)
         endpoint = admin_endpoint(admin, prepared.site)
         if self.standalone and endpoint:
@@ -131,7 +146,7 @@ class HostService(MultiService):
         elif not self.standalone and fanin.active_directory():
             # A worker: the master's admin listener reads what this writes.
             fanin.SnapshotWriter(fanin.active_directory(), state, self.reactor).setServiceParent(self)
-        self.listeners: dict = {}  # listen item -> its StreamServerEndpointService
+        self.listeners: dict = {}  # listener_key(item) -> its StreamServerEndpointService
         self.fast_stop = False
         for item in self.listen_items(prepared.site):
             self.add_listener(item)
@@ -166,7 +181,7 @@ class HostService(MultiService):
         except Exception:
             service.disownServiceParent()
             raise
-        self.listeners[item] = service
+        self.listeners[listener_key(item)] = service
 
     # -- start
 
@@ -254,19 +269,26 @@ class HostService(MultiService):
         return True
 
     def _update_listeners(self, site: Site) -> None:
-        """Close listeners the new config dropped, then open the ones it added."""
-        wanted = self.listen_items(site)
-        for item in [item for item in self.listeners if item not in wanted]:
-            self.listeners.pop(item).disownServiceParent()
-            log.info("reload: closed listener {item}", item=str(item))
-        for item in wanted:
-            if item in self.listeners:
-                continue
+        """Close listeners the new config dropped, then open the ones it added.
+
+        The new ones open once the closed ones are gone, so a socket that
+        switches between plain and TLS can be bound again.
+        """
+        wanted = {listener_key(item): item for item in self.listen_items(site)}
+        closing = []
+        for key in [key for key in self.listeners if key not in wanted]:
+            closing.append(defer.maybeDeferred(self.listeners.pop(key).disownServiceParent))
+            log.info("reload: closed listener {key}", key=_describe(key))
+        added = [item for key, item in wanted.items() if key not in self.listeners]
+        defer.DeferredList(closing).addCallback(lambda _: self._add_listeners(added))
+
+    def _add_listeners(self, items) -> None:
+        for item in items:
             try:
                 self.add_listener(item)
-                log.info("reload: listening on {item}", item=str(item))
+                log.info("reload: listening on {key}", key=_describe(listener_key(item)))
             except Exception as error:
-                log.error("reload: cannot listen on {item}: {error}", item=str(item), error=str(error))
+                log.error("reload: cannot listen on {key}: {error}", key=_describe(listener_key(item)), error=str(error))
 
     def _request_hooks(self, request) -> None:
         site = self.current.site
@@ -275,3 +297,8 @@ class HostService(MultiService):
         run_hook(site, "pre_request", request)
         if "post_request" in site.hooks:
             request.notifyFinish().addBoth(lambda _: run_hook(site, "post_request", request))
+
+
+def _describe(key: tuple[str, bool]) -> str:
+    description, is_tls = key
+    return f"TLS({description})" if is_tls else description
