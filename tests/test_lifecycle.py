@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import ROOT, TWISTD, free_port, wait_for_port, write_site
+from tls_support import CA, ConfigServer, client_context, tls_get
 from twisthost.errors import ConfigError
 from twisthost.service import prepare
 
@@ -135,16 +136,16 @@ WSGI_SITE = f"""
     """
 
 
-def wait_ready(server, timeout=30.0) -> None:
+def wait_ready(server, workers: int, timeout=30.0) -> None:
     """With workers, until all are up (a fresh worker needs seconds on a loaded 2-core box)."""
-    if "workers=1," not in server.config.read_text():
+    if workers > 1:
         wait_for_text(server.log_path, "worker(s) ready", timeout)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_term_lets_in_flight_wsgi_requests_finish_and_exits_0(serve, tmp_path, workers):
     server = serve(WSGI_SITE.format(options=f"workers={workers}, graceful_timeout=10"))
-    wait_ready(server)
+    wait_ready(server, workers)
     with ThreadPoolExecutor(20) as pool:
         futures = [pool.submit(get, server.port, "/?s=1") for _ in range(20)]
         time.sleep(0.4)  # all 20 are in flight
@@ -157,7 +158,7 @@ def test_term_lets_in_flight_wsgi_requests_finish_and_exits_0(serve, tmp_path, w
 @pytest.mark.parametrize("workers", [1, 2])
 def test_stuck_wsgi_request_exits_within_graceful_timeout(serve, tmp_path, workers):
     server = serve(WSGI_SITE.format(options=f"workers={workers}, graceful_timeout=1"))
-    wait_ready(server)
+    wait_ready(server, workers)
     stuck = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     stuck.sendall(b"GET /?s=3600 HTTP/1.1\r\nHost: x\r\n\r\n")  # a thread sleeps "forever"
     time.sleep(0.4)
@@ -284,6 +285,72 @@ def test_reload_opens_and_closes_listeners(slow_site):
         finally:
             proc.terminate()
             assert proc.wait(10) == 0
+
+
+TLS_SITE = """
+    from twisthost import TLS, Resource, Site
+    site = Site(listen=[TLS("tcp:{port}:interface=127.0.0.1", cert="{cert}.pem", key="{cert}.key")],
+                default=Resource("slow:make()"), workers={workers})
+    """
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_changing_a_tls_certificate_keeps_the_port_open(slow_site, workers):
+    ca = CA(slow_site)
+    ca.issue("first", ["a.test"])
+    ca.issue("second", ["a.test"], common_name="second")
+    port = free_port()
+    site_py = write_site(slow_site, TLS_SITE.format(port=port, cert="first", workers=workers))
+    server = ConfigServer(site_py, [port])
+    try:
+        wait_ready(server, workers)
+        context = client_context(ca)
+        assert tls_get(port, context, "a.test").cert_name == "a.test"
+        stop, failures, fetched = threading.Event(), [], []
+
+        def fetch_until_stopped():
+            while not stop.is_set():
+                try:
+                    fetched.append(tls_get(port, context, "a.test").cert_name)
+                except Exception as error:  # a refused or reset connection counts
+                    failures.append(repr(error))
+
+        fetcher = threading.Thread(target=fetch_until_stopped)
+        fetcher.start()
+        try:
+            time.sleep(0.3)
+            write_site(slow_site, TLS_SITE.format(port=port, cert="second", workers=workers))
+            server.signal(signal.SIGHUP)
+            wait_for_text(server.log_path, "reloaded", timeout=30)
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            fetcher.join()
+        assert not failures, failures[:3]
+        assert fetched[-1] == "second" and "a.test" in fetched
+        assert tls_get(port, context, "a.test").cert_name == "second"
+        assert "closed listener" not in server.log()
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_port_switching_from_tls_to_plain_is_reopened(slow_site):
+    ca = CA(slow_site)
+    ca.issue("first", ["a.test"])
+    port = free_port()
+    site_py = write_site(slow_site, TLS_SITE.format(port=port, cert="first", workers=1))
+    server = ConfigServer(site_py, [port])
+    try:
+        assert tls_get(port, client_context(ca), "a.test").cert_name == "a.test"
+        site_py.write_text(site_py.read_text().replace(
+            'TLS("tcp:{port}:interface=127.0.0.1", cert="first.pem", key="first.key")'.format(port=port),
+            f'"tcp:{port}:interface=127.0.0.1"'))
+        server.signal(signal.SIGHUP)
+        wait_for_text(server.log_path, f"reload: listening on tcp:{port}")
+        assert get(port)[1].startswith(b"v1")  # plain HTTP on the same port
+        assert "cannot listen" not in server.log()
+    finally:
+        assert server.stop() == 0
 
 
 def wait_for_text(path, text, timeout=5.0) -> str:

@@ -34,11 +34,10 @@ from twisted.python.failure import Failure
 
 from . import fanin, sdnotify
 from .admin import admin_endpoint
-from .config import TLS
 from .errors import ConfigError
 from .hooks import run_hook
 from .procinfo import rss_mib
-from .service import HostService, on_signals, prepare, reopen_log_files
+from .service import HostService, on_signals, prepare, reopen_log_files, socket_description
 
 log = Logger()
 
@@ -48,11 +47,6 @@ QUICK_DEATH = 5.0  # a worker dying sooner than this after its start is crash-lo
 MAX_BACKOFF = 30.0
 KILL_AFTER = 5.0  # seconds past graceful_timeout before a worker is SIGKILLed
 RSS_INTERVAL = 5.0
-
-
-def socket_description(item) -> str:
-    """The endpoint string whose socket an item listens on (TLS wraps one)."""
-    return item.endpoint if isinstance(item, TLS) else item
 
 
 # ------------------------------------------------------------------------- master
