@@ -169,6 +169,34 @@ def test_stuck_wsgi_request_exits_within_graceful_timeout(serve, tmp_path, worke
     assert closed_without_answer(stuck)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_long_wsgi_stream_spans_a_reload(serve, tmp_path, workers):
+    server = serve(f"""
+        from twisthost import Site, WSGI
+        site = Site(default=WSGI("rawapps:endless_app", pythonpath=[{str(APPS)!r}]),
+                    workers={workers}, graceful_timeout=30)
+        """)
+    wait_ready(server, workers)
+    marker = tmp_path / "closed"
+    stream = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    stream.sendall(f"GET /?marker={marker}&gap=0.02 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert stream.recv(65536).startswith(b"HTTP/1.1 200")
+    server.signal(signal.SIGHUP)
+    wait_for_text(server.log_path, "reloaded", timeout=30)
+    received = 0
+    until = time.monotonic() + 1.0  # still flowing a second after the reload
+    while time.monotonic() < until:
+        chunk = stream.recv(65536)
+        assert chunk, "the stream was cut by the reload"
+        received += len(chunk)
+    assert received > 1000
+    stream.close()
+    wait_for_text(marker, "closed", timeout=10)  # the app saw the client leave
+    assert "abandoned" not in server.log()  # its pool was not stopped under it
+    if workers > 1:  # the old worker was waiting for the stream only
+        wait_for_text(server.log_path, "stopped (exit status 0)", timeout=10)
+
+
 # Application code that would keep a stopping process alive: a non-daemon thread
 # (joined at interpreter exit) or a render blocking the reactor thread itself.
 HOLDERS = '''

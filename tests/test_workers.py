@@ -14,6 +14,8 @@ import pytest
 
 from conftest import write_site
 from test_lifecycle import SLOW, get, hammer
+from test_proxy_live import ws_upstream  # noqa: F401  (a fixture: a WebSocket echo server)
+from websockets.sync.client import connect as ws_connect
 
 
 @pytest.fixture
@@ -161,3 +163,27 @@ def test_stuck_request_with_workers_exits_within_graceful_timeout(serve, slow_si
     assert time.monotonic() - started < 1 + 1.0
     assert stuck.recv(100) == b""  # aborted at the deadline, not left hanging
     stuck.close()
+
+
+def test_proxied_websocket_survives_a_reload_and_its_old_worker_then_exits(serve, slow_site, ws_upstream):
+    server = serve(f"""
+        from twisthost import Host, Proxy, Resource, Site
+        site = Site(hosts=[Host("ws.test", Proxy("{ws_upstream}"))], default=Resource("slow:make()"),
+                    workers=2, graceful_timeout=30)
+        """)
+    wait_until(lambda: "worker(s) ready" in server.log(), what="workers ready")
+    first = children(server.proc.pid)
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        with ws_connect(f"ws://ws.test:{server.port}/chat", sock=sock, open_timeout=5) as ws:
+            ws.send("before")
+            assert ws.recv(timeout=5) == "before"
+            server.signal(signal.SIGHUP)
+            wait_until(lambda: "reloaded " in server.log(), what="reload")
+            wait_until(lambda: len(children(server.proc.pid) - first) == 2, what="new workers")
+            # The idle old worker is gone; the tunnel's one drains, the tunnel still works.
+            wait_until(lambda: len(children(server.proc.pid) & first) == 1, what="idle old worker gone")
+            ws.send("after reload")
+            assert ws.recv(timeout=5) == "after reload"
+    # The tunnel ended: its worker stops long before graceful_timeout.
+    wait_until(lambda: not children(server.proc.pid) & first, timeout=10, what="old worker gone")
+    assert server.log().count("stopped (exit status 0)") == 2

@@ -30,9 +30,14 @@ def _channel(protocol):
     return getattr(protocol, "_channel", protocol)
 
 
-def _busy(protocol) -> bool:
+def _in_progress(protocol) -> list:
+    """The requests (HTTP/1.1) or streams (HTTP/2) under way on a connection."""
     channel = _channel(protocol)
-    return bool(getattr(channel, "requests", None) or getattr(channel, "streams", None))
+    return [*getattr(channel, "requests", ()), *getattr(channel, "streams", {}).values()]
+
+
+def _busy(protocol) -> bool:
+    return bool(_in_progress(protocol))
 
 
 class Connections:
@@ -98,6 +103,37 @@ class Connections:
         return done.addBoth(stop_timers)
 
     SWEEP = 0.2
+
+    def settle(self, timeout: float) -> defer.Deferred:
+        """Fire once the requests under way now are done (or their connections gone), at most ``timeout`` s.
+
+        A reload stops the old tree's services (thread pools, proxy pools)
+        only then, so a long response keeps the pool it started on.  Polled
+        every ``SWEEP`` s, so requests pay nothing for it.
+        """
+        pending = [(protocol, item) for protocol in self.open for item in _in_progress(protocol)]
+        settled: defer.Deferred = defer.Deferred()
+        if not pending:
+            settled.callback(None)
+            return settled
+
+        def check():
+            pending[:] = [(p, item) for p, item in pending if p in self.open and item in _in_progress(p)]
+            if not pending:
+                settled.callback(None)
+
+        poller = task.LoopingCall(check)
+        poller.clock = self.reactor
+        poller.start(self.SWEEP, now=False)
+        deadline = self.reactor.callLater(timeout, settled.callback, None)
+
+        def stop_timers(result):
+            poller.stop()
+            if deadline.active():
+                deadline.cancel()
+            return result
+
+        return settled.addBoth(stop_timers)
 
     def _sweep(self) -> None:
         for protocol in list(self.open):

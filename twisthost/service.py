@@ -261,7 +261,9 @@ class HostService(MultiService):
         old, self.current = self.current, new
         self.observer = RequestObserver(new.context, self.metrics)
         self.factory.swap_root(new.root, new.site)
-        old.context.services.stopService()
+        # The old tree's pools stop once the requests it routed are done.
+        self.factory.connections.settle(old.site.graceful_timeout).addBoth(
+            lambda _: old.context.services.stopService())
         self.metrics.reloaded(True, new.path)
         log.info("reloaded {path}", path=new.path)
         sdnotify.notify("READY=1")
