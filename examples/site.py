@@ -46,7 +46,12 @@ site = Site(
         # A wildcard: any other name under .localhost goes to the app.
         # A Flask app (examples/wsgi_demo.py, docs/wsgi.md) on 4 threads, a queue of 8 and a
         # 3 s deadline:  curl http://wsgi.localhost:8080/stream ; curl http://wsgi.localhost:8080/slow?s=5
-        Host("wsgi.localhost", WSGI("wsgi_demo:app", threads=4, queue=8, timeout=3)),
+        # Its /download/<name> answers X-Accel-Redirect; the internal Static (examples/private, 404
+        # when asked directly) sends the file:  curl -i http://wsgi.localhost:8080/download/report.txt
+        Host("wsgi.localhost", routes={
+            "/": WSGI("wsgi_demo:app", threads=4, queue=8, timeout=3),
+            "/protected": Static("private", internal=True),
+        }),
         Host("*.localhost", Redirect("http://app.localhost:8080")),
     ],
     # Requests for names no host claims (e.g. http://127.0.0.1:8080/).

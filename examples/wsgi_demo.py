@@ -26,3 +26,17 @@ def slow():
     """Sleeps ?s= seconds: try ?s=5 against the 3 s deadline to see a 504 and a stack in the log."""
     time.sleep(float(request.args.get("s", "1")))
     return "done\n"
+
+
+@app.get("/download/<name>")
+def download(name):
+    """The app decides, the host sends: X-Accel-Redirect to the internal Static at /protected.
+
+    curl -i http://wsgi.localhost:8080/download/report.txt  (ETag, Range, sendfile: docs/static.md);
+    ?deny=1 shows the refusal a real permission check would give.
+    """
+    if "deny" in request.args:
+        return Response("not yours\n", status=403, mimetype="text/plain")
+    response = Response(headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    response.headers["X-Accel-Redirect"] = f"/protected/{name}"
+    return response

@@ -8,7 +8,6 @@ the real ``os.sendfile``, so the tests see which bytes the kernel sent.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -60,6 +59,7 @@ def server(tree):
                 "/public": Static("www"),
                 "/wrap": WSGI("accelapp:file_app", pythonpath=P),
                 "/validated": WSGI("accelapp:validated_file_app", pythonpath=P),
+                "/flask": WSGI("accelapp:flask_app", pythonpath=P),
             }}),
             Host("lonely.test", WSGI("accelapp:accel_app", pythonpath=P)),
             Host("other.test", routes={{"/protected": Static("elsewhere", internal=True)}}),
@@ -71,12 +71,31 @@ def server(tree):
 
 
 def get(server, path, method="GET", host="files.test", **headers):
-    return server.request(method, path, host=host, headers={k.replace("_", "-"): v for k, v in headers.items()})
+    headers = {name.replace("_", "-"): value for name, value in headers.items()}
+    return server.request(method, path, host=host, headers=headers)
 
 
-def closes(tree) -> list[str]:
+def sent_since(tree, before: int, expected: int) -> int:
+    """Bytes sendfile sent since ``before``, once ``expected`` are logged (the spy logs after each call)."""
+    deadline = time.monotonic() + 5
+    while sendfile_bytes(tree) - before < expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return sendfile_bytes(tree) - before
+
+
+def notes(tree) -> list[str]:
     log = tree / "closed.log"
     return log.read_text().split("\n")[:-1] if log.exists() else []
+
+
+def closed(tree, tag: str, count: int = 1) -> list[str]:
+    """The files closed for requests tagged ``tag``, once ``count`` are (close() may follow the response)."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = sorted(line.rsplit(" ", 1)[0] for line in notes(tree) if line.endswith(" " + tag))
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- X-Accel-Redirect
@@ -87,7 +106,7 @@ def test_big_file_is_sent_byte_exact_with_sendfile_and_static_headers(server, tr
     status, headers, size, digest = download(server.port, "/download/big.bin", "files.test")
     assert (status, size) == (200, BIG) and headers["Content-Length"] == str(BIG)
     assert digest == sha((tree / "private" / "big.bin").read_bytes())
-    assert sendfile_bytes(tree) - before == BIG
+    assert sent_since(tree, before, BIG) == BIG
     assert headers["Content-Type"] == "application/octet-stream"  # the file's, not the app's text/html
     assert headers["ETag"] and headers["Last-Modified"] and headers["Accept-Ranges"] == "bytes"
     assert headers["Cache-Control"] == "max-age=60"  # the internal Static's
@@ -114,7 +133,7 @@ def test_range_through_the_redirect(server, tree):
     status, _, size, digest = download(server.port, "/download/big.bin", "files.test",
                                        {"Range": "bytes=-3000000"})
     assert (status, size, digest) == (206, 3_000_000, sha(data[-3_000_000:]))
-    assert sendfile_bytes(tree) - before == 3_000_000
+    assert sent_since(tree, before, 3_000_000) == 3_000_000
     status, headers, body = get(server, "/download/report.txt", Range="bytes=0-1,4-5")
     assert status == 206 and headers["Content-Type"].startswith("multipart/byteranges")
     assert get(server, "/download/report.txt", Range="bytes=500-")[0] == 416
@@ -148,6 +167,14 @@ def test_head_has_the_headers_and_no_body(server, tree):
 def test_a_post_answered_with_a_redirect_gets_the_file(server):
     status, _, body = server.request("POST", "/download/report.txt", host="files.test", body=b"a=1")
     assert (status, body) == (200, b"quarterly numbers\n")
+
+
+def test_a_missing_file_is_a_plain_404_without_the_download_headers(server):
+    status, headers, body = get(server, "/download/missing.bin")
+    assert status == 404 and body.startswith(b"404 Not Found")
+    assert "Content-Disposition" not in headers and "Set-Cookie" not in headers
+    _wait_for_log(server, "X-Accel-Redirect to '/protected/missing.bin' for GET /download/missing.bin "
+                          "answered 404")
 
 
 def test_the_internal_route_is_not_reachable_directly(server):
@@ -208,21 +235,20 @@ def _wait_for_log(server, text: str, timeout: float = 5.0) -> None:
 # --------------------------------------------------------------------------- wsgi.file_wrapper
 
 
-def _wait_for_closes(tree, count: int) -> list[str]:
-    deadline = time.monotonic() + 5
-    while len(closes(tree)) < count and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return closes(tree)
-
-
 def test_file_wrapper_goes_out_with_sendfile_and_is_closed(server, tree):
-    closed = len(closes(tree))
     before = sendfile_bytes(tree)
-    status, headers, size, digest = download(server.port, "/wrap?name=big.bin", "files.test")
+    status, headers, size, digest = download(server.port, "/wrap?name=big.bin&tag=whole", "files.test")
     assert (status, size) == (200, BIG) and headers["Content-Length"] == str(BIG)
     assert digest == sha((tree / "private" / "big.bin").read_bytes())
-    assert sendfile_bytes(tree) - before == BIG
-    assert _wait_for_closes(tree, closed + 1)[closed:] == ["closed www/big.bin"]
+    assert sent_since(tree, before, BIG) == BIG
+    assert closed(tree, "whole") == ["closed www/big.bin read=0"]
+
+
+def test_flask_send_file_rides_sendfile(server, tree):
+    before = sendfile_bytes(tree)
+    status, headers, size, digest = download(server.port, "/flask/file/mid.bin", "files.test")
+    assert (status, size, digest) == (200, MID, sha((tree / "www" / "mid.bin").read_bytes()))
+    assert sent_since(tree, before, MID) == MID
 
 
 def test_file_wrapper_sends_exactly_the_apps_content_length_from_its_offset(server, tree):
@@ -231,55 +257,50 @@ def test_file_wrapper_sends_exactly_the_apps_content_length_from_its_offset(serv
     status, headers, size, digest = download(
         server.port, "/wrap?name=big.bin&offset=1000&length=5000000", "files.test")
     assert (status, size, digest) == (200, 5_000_000, sha(data[1000:5_001_000]))
-    assert sendfile_bytes(tree) - before == 5_000_000
+    assert sent_since(tree, before, 5_000_000) == 5_000_000
     status, _, size, digest = download(server.port, "/wrap?name=mid.bin&offset=100000", "files.test")
     assert (status, digest) == (200, sha((tree / "www" / "mid.bin").read_bytes()[100_000:]))
 
 
 def test_a_content_length_past_the_end_of_the_file_aborts_the_connection(server, tree):
-    closed = len(closes(tree))
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
-        conn.request("GET", f"/wrap?name=mid.bin&length={MID + 10}", headers={"Host": "files.test"})
+        conn.request("GET", f"/wrap?name=mid.bin&length={MID + 10}&tag=short", headers={"Host": "files.test"})
         response = conn.getresponse()
         assert response.headers["Content-Length"] == str(MID + 10)
         with pytest.raises((http.client.IncompleteRead, ConnectionResetError)):  # aborted: RST
             response.read()
     finally:
         conn.close()
-    assert _wait_for_closes(tree, closed + 1)[closed:] == ["closed www/mid.bin"]
+    assert closed(tree, "short") == ["closed www/mid.bin read=0"]
 
 
 def test_small_files_bytesio_and_validated_apps_are_iterated(server, tree):
-    closed = len(closes(tree))
+    mid = (tree / "www" / "mid.bin").read_bytes()
     before = sendfile_bytes(tree)
-    assert get(server, "/wrap?name=small.txt")[::2] == (200, b"small\n")
+    assert get(server, "/wrap?name=small.txt&tag=iterated")[::2] == (200, b"small\n")
     assert get(server, "/wrap?name=bytesio")[::2] == (200, b"z" * 200_000)
-    status, _, size, digest = download(server.port, "/validated?name=mid.bin", "files.test")
-    assert (status, digest) == (200, sha((tree / "www" / "mid.bin").read_bytes()))
+    status, _, size, digest = download(server.port, "/validated?name=mid.bin&tag=iterated", "files.test")
+    assert (status, digest) == (200, sha(mid))
     assert sendfile_bytes(tree) == before
-    assert _wait_for_closes(tree, closed + 2)[closed:] == ["closed www/small.txt", "closed www/mid.bin"]
+    assert closed(tree, "iterated", 2) == [f"closed www/mid.bin read={MID}", "closed www/small.txt read=6"]
 
 
 def test_head_of_a_file_wrapper_reads_nothing(server, tree):
-    closed = len(closes(tree))
     before = sendfile_bytes(tree)
-    status, headers, body = get(server, "/wrap?name=big.bin", method="HEAD")
+    status, headers, body = get(server, "/wrap?name=big.bin&tag=head", method="HEAD")
     assert (status, body, headers["Content-Length"]) == (200, b"", str(BIG))
     assert sendfile_bytes(tree) == before
-    assert _wait_for_closes(tree, closed + 1)[closed:] == ["closed www/big.bin"]
+    assert closed(tree, "head") == ["closed www/big.bin read=0"]
 
 
 def test_clients_leaving_mid_transfer_close_the_files(server, tree):
-    closed = len(closes(tree))
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(b"GET /wrap?name=big.bin HTTP/1.1\r\nHost: files.test\r\n\r\n")
+            sock.sendall(b"GET /wrap?name=big.bin&tag=left HTTP/1.1\r\nHost: files.test\r\n\r\n")
             sock.recv(1 << 16)
-    assert get(server, "/wrap?name=small.txt")[2] == b"small\n"
-    got = _wait_for_closes(tree, closed + 4)[closed:]
-    assert sorted(got) == ["closed www/big.bin"] * 3 + ["closed www/small.txt"]
-    assert not [line for line in closes(tree) if line.startswith("leaked")]
+    assert closed(tree, "left", 3) == ["closed www/big.bin read=0"] * 3
+    assert not [line for line in notes(tree) if line.startswith("leaked")]
 
 
 # --------------------------------------------------------------------------- TLS
@@ -328,12 +349,13 @@ def test_wsgi_sees_the_client_certificate(tls_server):
 
 
 def test_file_wrapper_over_tls_is_iterated(tls_server, tree):
+    mid = (tree / "www" / "mid.bin").read_bytes()
     before = sendfile_bytes(tree)
     fetched = tls_get(tls_server.secure, client_context(tls_server.servers), "a.test",
-                      path=f"/wrap?name=mid.bin&length={MID}")  # with a length: not chunked
+                      path=f"/wrap?name=mid.bin&length={MID}&tag=tls")  # with a length: not chunked
     head, _, body = fetched.response.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200") and hashlib.sha256(body).hexdigest() == sha(
-        (tree / "www" / "mid.bin").read_bytes())
+    assert head.startswith(b"HTTP/1.1 200") and body == mid
     assert sendfile_bytes(tree) == before
-    assert tls_server.request("GET", "/wrap?name=mid.bin", host="a.test")[2] == (tree / "www" / "mid.bin").read_bytes()
-    assert sendfile_bytes(tree) == before + MID  # the spy is live: plain TCP took sendfile
+    assert closed(tree, "tls") == [f"closed www/mid.bin read={MID}"]
+    assert tls_server.request("GET", "/wrap?name=mid.bin", host="a.test")[2] == mid
+    assert sent_since(tree, before, MID) == MID  # the spy is live: plain TCP took sendfile

@@ -50,14 +50,9 @@ def hand_off(request, target: bytes, headers, source: str) -> None:
 
     ``source`` names the application in log lines.  Finishes the request.
     """
-    resource = _internal_file(request, target.strip())
-    if resource is not _NOT_FOUND:
-        response_headers = request.responseHeaders
-        for name, value in headers:
-            if name.lower() in KEPT:
-                response_headers.addRawHeader(name, value)
+    kept = [(name, value) for name, value in headers if name.lower() in KEPT]
     try:
-        request.render(resource)
+        request.render(_internal_file(request, target.strip(), kept))
     except Exception:
         request.processingFailed(Failure())
         return
@@ -69,26 +64,33 @@ def hand_off(request, target: bytes, headers, source: str) -> None:
         )
 
 
-def _internal_file(request, target: bytes):
+def _internal_file(request, target: bytes, kept: list):
     """The resource that serves ``target``: the internal ``Static``'s file, or a 404 page."""
     route_for = getattr(request.site.resource, "route_for", None)
     found = route_for(request, target) if route_for is not None and target.startswith(b"/") else None
     if found is None or not isinstance(found[0], StaticResource) or not found[0].config.internal:
         return _NOT_FOUND  # logged by hand_off with the 404
-    return _InternalFile(*found)
+    return _InternalFile(*found, kept)
 
 
 class _InternalFile:
     """One ``render`` of an internal ``Static`` for the redirect's path segments."""
 
-    def __init__(self, static: StaticResource, segments: list[bytes]):
-        self.static, self.segments = static, segments
+    def __init__(self, static: StaticResource, segments: list[bytes], kept: list):
+        self.static, self.segments, self.kept = static, segments, kept
 
     def render(self, request):
+        headers = request.responseHeaders
+        for name, value in self.kept:
+            headers.addRawHeader(name, value)
         method = request.method
         if method != b"HEAD":
             request.method = b"GET"  # a POST answered with a file gets the file, as in nginx
         try:
-            return self.static.serve(request, self.segments)
+            body = self.static.serve(request, self.segments)
         finally:
             request.method = method
+        if request.code in _REFUSED:  # an error page is not the download the headers describe
+            for name in {name.lower() for name, _ in self.kept}:
+                headers.removeHeader(name)
+        return body

@@ -8,10 +8,11 @@ validated variant is there to prove the plain iteration still works).
 """
 
 import io
+import os
 from urllib.parse import parse_qs
 from wsgiref.validate import validator
 
-from flask import Flask, Response, request
+from flask import Flask, Response, request, send_file
 
 flask_app = Flask(__name__)
 
@@ -42,36 +43,56 @@ def hello():
     return "no redirect here"
 
 
+@flask_app.get("/file/<name>")
+def file(name):
+    """Flask's own ``send_file``, which returns ``wsgi.file_wrapper``."""
+    path = os.path.abspath(f"www/{name}")  # Flask resolves relative paths against the app's folder
+    return send_file(path, mimetype="application/octet-stream")
+
+
 accel_app = validator(flask_app)
 
 
-def _note(what: str, name: str) -> None:
+def _note(what: str, file) -> None:
     with open("closed.log", "a") as log:
-        log.write(f"{what} {name}\n")
+        log.write(f"{what} {file.name} read={file.bytes_read} {file.tag}\n")
 
 
 class TrackedFile(io.FileIO):
-    """A real file that notes in ``closed.log`` whether the server closed it or it was leaked."""
+    """A real file that notes in ``closed.log`` whether the server closed it or it was leaked.
+
+    ``tag`` (the request's ``?tag=``) tells the notes of concurrent tests apart;
+    ``bytes_read`` shows whether Python read the file or the kernel sent it.
+    """
+
+    tag = "-"
+    bytes_read = 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
 
     def close(self):
         if not self.closed:
-            _note("closed", self.name)
+            _note("closed", self)
         super().close()
 
     def __del__(self):
         if not self.closed:
-            _note("leaked", self.name)
+            _note("leaked", self)
             io.FileIO.close(self)
 
 
 def file_app(environ, start_response):
-    """``?name=big.bin&offset=N&length=M``: the file (from offset, M bytes) via wsgi.file_wrapper."""
+    """``?name=big.bin&offset=N&length=M&tag=T``: the file (from offset, M bytes) via wsgi.file_wrapper."""
     query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
     if query.get("name") == "bytesio":
         data = io.BytesIO(b"z" * 200_000)  # no fileno(): iterated
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return environ["wsgi.file_wrapper"](data)
     file = TrackedFile(f"www/{query['name']}", "rb")
+    file.tag = query.get("tag", "-")
     file.seek(int(query.get("offset", "0")))
     headers = [("Content-Type", "application/octet-stream")]
     if "length" in query:
