@@ -219,9 +219,11 @@ class UpstreamConnection(Protocol):
 
     def _finished(self, extra: bytes) -> None:
         exchange, self.exchange, self.decoder = self.exchange, None, None
-        if self.keep and not extra:
+        if self.keep and not extra and self.producer is None:
             self.pool.release(self)
-        else:  # extra bytes after the response: the upstream is out of step
+        elif self.producer is not None:  # answered before the whole body went up: stop sending
+            self.transport.abortConnection()
+        else:  # told to close, or extra bytes after the response: the upstream is out of step
             self.transport.loseConnection()
         if exchange is not None:
             exchange.done()
