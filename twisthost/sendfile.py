@@ -23,7 +23,7 @@ import os
 
 from twisted.internet import interfaces, tcp
 from twisted.python import log
-from twisted.web import http
+from twisted.web.http import HTTPChannel  # not http.HTTPChannel: that module is a slow deprecation proxy
 from zope.interface import implementer
 
 HAVE_SENDFILE = hasattr(os, "sendfile")
@@ -32,7 +32,7 @@ HAVE_SENDFILE = hasattr(os, "sendfile")
 def can_sendfile(request) -> bool:
     """True when ``request`` is HTTP/1.x straight on a kernel socket (no TLS)."""
     channel = request.channel
-    if not HAVE_SENDFILE or not isinstance(channel, http.HTTPChannel):
+    if not HAVE_SENDFILE or not isinstance(channel, HTTPChannel):
         return False
     transport = channel.transport
     return (
