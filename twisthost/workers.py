@@ -177,7 +177,12 @@ class Master(Service):
         if self.current.site.max_rss:
             self._rss.start(RSS_INTERVAL, now=False)
 
-    def spawn(self, prepared=None, replaces: Worker | None = None) -> Worker:
+    def spawn(self, prepared=None, replaces: Worker | None = None) -> Worker | None:
+        """Start a worker; None (logged, backoff raised) when the OS refuses.
+
+        E.g. after ``--uid`` the interpreter may not be executable any more,
+        or fork hits a process limit: the caller retries later.
+        """
         prepared = prepared or self.current
         site = prepared.site
         worker = Worker(self, self.generation, replaces)
@@ -190,7 +195,12 @@ class Master(Service):
         args = [sys.executable, "-m", "twisthost.workers", "--config", prepared.path,
                 "--sockets", json.dumps(sockets), "--max-requests", str(max_requests)]
         env = {key: value for key, value in os.environ.items() if key != "NOTIFY_SOCKET"}
-        worker.pid = self.reactor.spawnProcess(worker, sys.executable, args, env=env, childFDs=child_fds).pid
+        try:
+            worker.pid = self.reactor.spawnProcess(worker, sys.executable, args, env=env, childFDs=child_fds).pid
+        except OSError as error:
+            self.backoff = min(MAX_BACKOFF, max(0.5, self.backoff * 2))
+            log.error("cannot start a worker ({error}): trying again in {delay:g}s", error=error, delay=self.backoff)
+            return None
         self.workers.append(worker)
         return worker
 
@@ -204,7 +214,9 @@ class Master(Service):
         if self.stopping or self.pending:
             return
         for _ in range(self.target - len(self.serving())):
-            self.spawn()
+            if self.spawn() is None:
+                self.later(self.backoff, self.maintain)
+                return
 
     def later(self, delay: float, function, *args) -> None:
         self._later = [call for call in self._later if call.active()]
@@ -220,7 +232,7 @@ class Master(Service):
             if any(w.replaces is worker for w in self.workers):
                 return
             log.info("worker {pid} reached {why}: starting its replacement", pid=worker.pid, why=detail)
-            self.spawn(replaces=worker)
+            self.replace(worker)
 
     def worker_ready(self, worker: Worker) -> None:
         worker.ready = True
@@ -273,13 +285,14 @@ class Master(Service):
             self.backoff = 0.0
             log.error("worker {pid} died ({status}): restarting it", pid=worker.pid, status=status)
         if worker.replaces is not None and not worker.replaces.retiring:
-            self.later(self.backoff, self._replace_again, worker.replaces)
+            self.later(self.backoff, self.replace, worker.replaces)
         else:
             self.later(self.backoff, self.maintain)
 
-    def _replace_again(self, old: Worker) -> None:
+    def replace(self, old: Worker) -> None:
         if old in self.workers and not old.retiring and not self.stopping:
-            self.spawn(replaces=old)
+            if self.spawn(replaces=old) is None:
+                self.later(self.backoff, self.replace, old)
 
     # -- signals
 
@@ -334,7 +347,9 @@ class Master(Service):
         self.target = new.site.workers
         log.info("reload: starting {n} new worker(s)", n=self.target)
         for _ in range(self.target):
-            self.spawn(new)
+            if self.spawn(new) is None:
+                self.abort_reload("a new worker could not be started")
+                return
 
     def finish_reload(self) -> None:
         old = [w for w in self.workers if w.generation != self.generation]

@@ -1,0 +1,176 @@
+"""twistd integration: daemon mode with --pidfile, systemd socket activation, --uid/--gid.
+
+The server is started the way operators start it (no conftest ``--listen``):
+as a daemon, under a simulated systemd that hands over a bound socket as fd 3,
+or as root dropping to ``nobody`` after binding a privileged port.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TWISTD, free_port, wait_for_port, write_site
+from test_lifecycle import SLOW, get, wait_for_text
+from test_workers import children, serving_pids, wait_until
+
+
+def site_for(folder: Path, listen: str, workers: int) -> Path:
+    write_site(folder, SLOW, "slow.py")
+    return write_site(folder, f"""
+        from twisthost import Resource, Site
+        site = Site(listen=[{listen!r}], default=Resource("slow:make()"), workers={workers})
+        """)
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only a zombie left for its (non-reaping) parent."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_daemon_mode_pidfile_holds_the_master_and_term_stops_it(tmp_path):
+    port = free_port()
+    config = site_for(tmp_path, f"tcp:{port}:interface=127.0.0.1", workers=2)
+    pidfile, logfile = tmp_path / "twistd.pid", tmp_path / "twistd.log"
+    started = subprocess.run(
+        [TWISTD, f"--pidfile={pidfile}", f"--logfile={logfile}", "twisthost", "--config", str(config)],
+        cwd=tmp_path, capture_output=True, timeout=30,
+    )
+    assert started.returncode == 0, started.stderr  # the launcher returns once the daemon runs
+    pid = int(pidfile.read_text())
+    try:
+        wait_for_text(logfile, "worker(s) ready", timeout=30)
+        workers = children(pid)
+        assert len(workers) == 2 and pid not in workers
+        assert set(serving_pids(port)) <= workers  # the pidfile's process is the master
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: gone(pid), timeout=15, what="the daemon to exit")
+    log = logfile.read_text()
+    assert not pidfile.exists()
+    assert log.count("stopped (exit status 0)") == 2 and "Server Shut Down." in log
+    assert "Traceback" not in log
+
+
+# Stands in for systemd: the bound socket arrives as fd 3, LISTEN_PID names the
+# process that reads it (twistd itself, hence exec rather than a child).
+SYSTEMD = (
+    "import os, sys; os.dup2(int(sys.argv[1]), 3); os.environ['LISTEN_PID'] = str(os.getpid());"
+    " os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_systemd_socket_activation(tmp_path, workers):
+    config = site_for(tmp_path, "systemd:domain=INET:index=0", workers)
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    env = {**os.environ, "LISTEN_FDS": "1", "LISTEN_FDNAMES": "twisthost.socket"}
+    with open(tmp_path / "twistd.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SYSTEMD, str(listening.fileno()),
+             TWISTD, "-n", "--pidfile=", "twisthost", "--config", str(config)],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=[listening.fileno()],
+        )
+    listening.close()  # only the server holds it now
+    try:
+        if workers > 1:
+            wait_for_text(tmp_path / "twistd.log", "worker(s) ready", timeout=30)
+        pids = serving_pids(port, count=20)
+        assert set(pids) <= (children(proc.pid) if workers > 1 else {proc.pid})
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0, (tmp_path / "twistd.log").read_text()
+
+
+def privileged_port() -> int:
+    for port in range(1023, 900, -1):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    pytest.skip("no free port below 1024")
+
+
+def uid_of(pid: int) -> tuple[int, int]:
+    """(real, effective) uid of a process."""
+    with open(f"/proc/{pid}/status") as status:
+        fields = next(line for line in status if line.startswith("Uid:")).split()
+    return int(fields[1]), int(fields[2])
+
+
+def nobody_can_run_python() -> bool:
+    """False where the interpreter lives in a folder closed to others (e.g. under /root)."""
+    try:
+        return subprocess.run([sys.executable, "-c", "pass"], user="nobody", timeout=30).returncode == 0
+    except PermissionError:
+        return False
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+
+
+def start_as_nobody(workers: int) -> tuple[subprocess.Popen, Path, int]:
+    """twistd started as root with --uid/--gid nobody on a privileged port."""
+    folder = Path(tempfile.mkdtemp(prefix="twisthost-uid-"))  # readable by nobody, unlike tmp_path
+    folder.chmod(0o755)
+    port = privileged_port()
+    config = site_for(folder, f"tcp:{port}:interface=127.0.0.1", workers)
+    with open(folder / "twistd.log", "wb") as log:
+        proc = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "--uid=nobody", "--gid=nogroup", "twisthost", "--config", str(config)],
+            cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+        )
+    return proc, folder, port
+
+
+@needs_root
+@pytest.mark.parametrize("workers", [1, 2])
+def test_uid_gid_drop_privileges_after_binding_a_privileged_port(workers):
+    if workers > 1 and not nobody_can_run_python():
+        pytest.skip("nobody cannot execute this interpreter, so cannot start workers (see the next test)")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    proc, folder, port = start_as_nobody(workers)
+    try:
+        wait_for_port(port, proc)
+        if workers > 1:
+            wait_for_text(folder / "twistd.log", "worker(s) ready", timeout=30)
+        servers = set(serving_pids(port, count=20))
+        assert servers and all(uid_of(pid) == (nobody, nobody) for pid in servers)
+        assert uid_of(proc.pid) == (nobody, nobody)  # the master too, after binding
+        assert get(port)[0] == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0, (folder / "twistd.log").read_text()
+
+
+@needs_root
+def test_a_worker_that_cannot_be_started_is_retried_and_stop_stays_clean():
+    if nobody_can_run_python():
+        pytest.skip("nobody can execute this interpreter here: workers start (see the test above)")
+    proc, folder, port = start_as_nobody(workers=2)
+    log = folder / "twistd.log"
+    try:
+        wait_for_port(port, proc)  # the master bound it; no worker can start to answer
+        text = wait_for_text(log, "trying again in 1s", timeout=15)  # the backoff grows
+        assert "cannot start a worker ([Errno 13] Permission denied" in text and "trying again in 0.5s" in text
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
