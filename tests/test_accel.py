@@ -15,8 +15,8 @@ import socket
 import time
 
 import pytest
-from test_static_sendfile import SPY, download, sendfile_bytes, sha
-from tls_support import CA, ConfigServer, client_context, tls_get
+from test_static_sendfile import SPY, download, rss_kib, sendfile_bytes, sha
+from tls_support import CA, ConfigServer, client_context, h2_request, tls_get
 
 from conftest import ROOT, Server, free_port, write_site
 
@@ -60,6 +60,7 @@ def server(tree):
                 "/wrap": WSGI("accelapp:file_app", pythonpath=P),
                 "/validated": WSGI("accelapp:validated_file_app", pythonpath=P),
                 "/flask": WSGI("accelapp:flask_app", pythonpath=P),
+                "/single": WSGI("accelapp:file_app", pythonpath=P, threads=1),
             }}),
             Host("lonely.test", WSGI("accelapp:accel_app", pythonpath=P)),
             Host("other.test", routes={{"/protected": Static("elsewhere", internal=True)}}),
@@ -303,6 +304,25 @@ def test_clients_leaving_mid_transfer_close_the_files(server, tree):
     assert not [line for line in notes(tree) if line.startswith("leaked")]
 
 
+def test_stalled_downloads_hold_neither_a_thread_nor_memory(server):
+    """The file is the reactor's once handed over: a one-thread app keeps answering."""
+    before = rss_kib(server.proc.pid)
+    stalled = []
+    for _ in range(4):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /single?name=big.bin HTTP/1.1\r\nHost: files.test\r\n\r\n")
+        stalled.append(sock)
+    try:
+        time.sleep(1.0)
+        assert get(server, "/single?name=small.txt")[::2] == (200, b"small\n")
+        grown = rss_kib(server.proc.pid) - before
+        assert grown < 24 * 1024, f"server grew by {grown} KiB for stalled clients"
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
 # --------------------------------------------------------------------------- TLS
 
 
@@ -348,7 +368,7 @@ def test_wsgi_sees_the_client_certificate(tls_server):
     assert status == 200 and not [key for key in json.loads(plain) if key.startswith(("SSL_", "HTTPS"))]
 
 
-def test_file_wrapper_over_tls_is_iterated(tls_server, tree):
+def test_file_wrapper_over_tls_and_http2_is_iterated(tls_server, tree):
     mid = (tree / "www" / "mid.bin").read_bytes()
     before = sendfile_bytes(tree)
     fetched = tls_get(tls_server.secure, client_context(tls_server.servers), "a.test",
@@ -357,5 +377,8 @@ def test_file_wrapper_over_tls_is_iterated(tls_server, tree):
     assert head.startswith(b"HTTP/1.1 200") and body == mid
     assert sendfile_bytes(tree) == before
     assert closed(tree, "tls") == [f"closed www/mid.bin read={MID}"]
+    context = client_context(tls_server.servers, alpn=["h2"])
+    status, _, body = h2_request(tls_server.secure, "a.test", path="/wrap?name=mid.bin", context=context)
+    assert (status, body) == (200, mid) and sendfile_bytes(tree) == before
     assert tls_server.request("GET", "/wrap?name=mid.bin", host="a.test")[2] == mid
     assert sent_since(tree, before, MID) == MID  # the spy is live: plain TCP took sendfile
