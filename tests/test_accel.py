@@ -15,7 +15,7 @@ import socket
 import time
 
 import pytest
-from test_static_sendfile import SPY, download, rss_kib, sendfile_bytes, sha
+from test_static_sendfile import SPY, download, rss_kib, sendfile_bytes, sent_since, sha
 from tls_support import CA, ConfigServer, client_context, h2_request, tls_get
 
 from conftest import ROOT, Server, free_port, write_site
@@ -74,14 +74,6 @@ def server(tree):
 def get(server, path, method="GET", host="files.test", **headers):
     headers = {name.replace("_", "-"): value for name, value in headers.items()}
     return server.request(method, path, host=host, headers=headers)
-
-
-def sent_since(tree, before: int, expected: int) -> int:
-    """Bytes sendfile sent since ``before``, once ``expected`` are logged (the spy logs after each call)."""
-    deadline = time.monotonic() + 5
-    while sendfile_bytes(tree) - before < expected and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return sendfile_bytes(tree) - before
 
 
 def notes(tree) -> list[str]:
