@@ -174,7 +174,7 @@ class Bench:
                 row = self.measure(scenario, peer, number + 1)
                 self.rows.append(row)
                 log(f"   round {number + 1} {peer.name:17} {row.status:13} {_brief(row)}")
-                if row.status != "ok":
+                if row.status in ("not available", "skipped"):  # a failure may be a bad round: retry
                     given_up.add(peer.name)
 
     def measure(self, scenario, peer: Peer, number: int) -> report.Row:

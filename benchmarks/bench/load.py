@@ -85,8 +85,9 @@ class Wrk:
     def start(self, port: int, request: Request, seconds: float, connections: int | None = None):
         """Start a run in the background; ``finish`` on the result waits for it."""
         script = self.workdir / self.script_name(request)
-        body = f'string.rep("x", {request.body_size})' if request.body_size else "nil"
-        script.write_text(LUA.format(method=json.dumps(request.method), body=body))
+        if not script.exists():  # never rewrite it: a wrk already running may be reading it
+            body = f'string.rep("x", {request.body_size})' if request.body_size else "nil"
+            script.write_text(LUA.format(method=json.dumps(request.method), body=body))
         argv = self.argv(f"http://127.0.0.1:{port}", request, seconds, connections, str(script))
         return _WrkRun(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
 
