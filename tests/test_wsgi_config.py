@@ -79,7 +79,7 @@ def test_defaults_and_shared_pool(tmp_path):
     """)
     prepared = prepare(str(path))
     (a, b, c) = (service for _, _, service in prepared.site.services())
-    assert (a.threads, a.queue, a.max_body, a.timeout) == (8, 16, 1 << 30, None)
+    assert (a.threads, a.queue, a.max_body, a.timeout) == (8, 64, 1 << 30, None)
     assert c.queue == 6
     pools = list(prepared.context.services)
     assert len(pools) == 2 and {p.stats.max_threads for p in pools} == {8, 3}

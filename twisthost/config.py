@@ -268,7 +268,7 @@ class WSGI(Service):
     threads: int = option(8, doc="Most requests the app runs at once (threads in its pool).")
     min_threads: int = option(1, doc="Threads started with the pool; more start on demand up to `threads`.")
     pool: Any = option(None, doc="Name of a thread pool shared with other WSGI apps that give the same name (and sizes).")
-    queue: Any = option(None, doc="Requests that may wait for a busy pool; more get 503 + Retry-After at once. Default: 2 x threads.")
+    queue: Any = option(None, doc="Requests that may wait for a busy pool; more get 503 + Retry-After at once. Default: 8 x threads (64 with the default 8 threads), enough for bursts of a few dozen clients per thread pool.")
     max_body: int = option(1 << 30, doc="Largest request body in bytes; a bigger Content-Length gets 413 before the body is read.")
     body_spool: int = option(100_000, doc="Request bodies up to this many bytes stay in memory; bigger ones go to a temporary file.")
     timeout: Any = option(None, doc="Seconds a request may take (queue wait included) before it gets 504 and the stuck thread's stack is logged; None = no limit.")
@@ -287,7 +287,7 @@ class WSGI(Service):
         if self.pool is not None and (not isinstance(self.pool, str) or not self.pool):
             raise self.fail(f"WSGI(pool=...) expects a pool name, got {self.pool!r}")
         if self.queue is None:
-            self._set("queue", 2 * self.threads)
+            self._set("queue", 8 * self.threads)
         self.want_number("queue", 0, integer=True)
         self.want_number("max_body", 0, integer=True)
         self.want_number("body_spool", 0, integer=True)
