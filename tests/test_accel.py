@@ -12,7 +12,9 @@ import http.client
 import json
 import os
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from test_static_sendfile import SPY, download, rss_kib, sendfile_bytes, sent_since, sha
@@ -47,10 +49,39 @@ def tree(tmp_path_factory):
     return base
 
 
+class AccelUpstream(BaseHTTPRequestHandler):
+    """A proxied upstream that answers ``/dl/<name>`` with X-Accel-Redirect and a body to drop."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = b"the upstream's own body, never sent"
+        self.send_response(201)
+        self.send_header("X-Accel-Redirect", "/protected/" + self.path.rpartition("/")[2])
+        self.send_header("Content-Disposition", "attachment")
+        self.send_header("X-Upstream-Only", "dropped")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(scope="module")
-def server(tree):
+def upstream():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), AccelUpstream)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(tree, upstream):
     config = write_site(tree, f"""
-        from twisthost import WSGI, Host, Site, Static
+        from twisthost import WSGI, Host, Proxy, Site, Static
         P = [{APPS!r}]
         site = Site(hosts=[
             Host("files.test", routes={{
@@ -63,6 +94,10 @@ def server(tree):
                 "/single": WSGI("accelapp:file_app", pythonpath=P, threads=1),
             }}),
             Host("lonely.test", WSGI("accelapp:accel_app", pythonpath=P)),
+            Host("proxied.test", routes={{
+                "/": Proxy("http://127.0.0.1:{upstream}"),
+                "/protected": Static("private", internal=True),
+            }}),
             Host("other.test", routes={{"/protected": Static("elsewhere", internal=True)}}),
         ])
     """)
@@ -211,6 +246,23 @@ def test_only_the_requests_own_host_is_searched(server):
     """lonely.test has no internal Static; other.test's is not used for it."""
     status, _, body = get(server, "/download/report.txt", host="lonely.test")
     assert status == 404 and b"another host" not in body
+
+
+def test_a_proxied_upstream_can_redirect_too(server, tree):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", "/dl/report.txt", headers={"Host": "proxied.test", "Range": "bytes=0-8"})
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (206, b"quarterly")
+        assert response.headers["Content-Disposition"] == "attachment"
+        assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert "X-Upstream-Only" not in response.headers
+        conn.request("GET", "/dl/missing.txt", headers={"Host": "proxied.test"})  # same connection
+        response = conn.getresponse()
+        assert response.status == 404 and b"upstream" not in response.read()
+    finally:
+        conn.close()
+    _wait_for_log(server, "X-Accel-Redirect to '/protected/missing.txt' for GET /dl/missing.txt answered 404")
 
 
 def _quote(text: str) -> str:

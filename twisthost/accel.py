@@ -1,10 +1,12 @@
 """``X-Accel-Redirect``: an application names a file, the host serves it.
 
-The application decides *whether* a client may have a file (a login, a
-quota, a signed link) and answers ``X-Accel-Redirect: /protected/report.pdf``;
+The application (a WSGI app, or a proxied upstream) decides *whether* a
+client may have a file (a login, a quota, a signed link) and answers
+``X-Accel-Redirect: /protected/report.pdf``;
 the host then serves that path from a ``Static(..., internal=True)`` route of
 the same host, with everything a static file gets (validators, conditional
-requests, Range, ``sendfile``), instead of a pool thread streaming the bytes.
+requests, Range, ``sendfile``), instead of a pool thread or the proxy
+streaming the bytes.
 As nginx does it:
 
 - the target must route, on the request's host, to a ``Static`` marked

@@ -21,6 +21,7 @@ from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from .accel import HEADER as ACCEL_HEADER, hand_off
 from .balance import Balancer
 from .forwarded import resolve_client
 from .health import HealthChecker
@@ -130,6 +131,7 @@ class Exchange:
         self.conn = None  # the upstream connection carrying this try
         self.timer = None
         self.receiving = False  # the response head is in: the timer watches the body
+        self.accel = None  # (target, headers) of an X-Accel-Redirect answer: its body is dropped
         self.timed_out = self.gone = self.retried_stale = False
         self.deadline = self.reactor.seconds() + config.try_duration
         self.sent_at = 0.0
@@ -282,29 +284,44 @@ class Exchange:
         if notes is not None:
             notes.extra["upstream"] = self.upstream.url
             notes.extra["upstream_ms"] = round((self.reactor.seconds() - self.sent_at) * 1000, 3)
+        self.receiving = True
+        self.timer.reset(self.config.idle_timeout)
+        for lower, _, target in head.headers:
+            if lower == ACCEL_HEADER:  # an internal Static of this host answers (twisthost.accel)
+                self.accel = (target, [(name, value) for _, name, value in head.headers])
+                return
         request.setResponseCode(head.status, head.phrase)
         request.defaultContentType = None
         copy_response_headers(head, request.responseHeaders, self.config)
         if head.length is not None and (request.method == b"HEAD" or head.status not in _NO_BODY_STATUS):
             request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % head.length])
-        self.receiving = True
-        self.timer.reset(self.config.idle_timeout)
         request.registerProducer(self, True)
 
     def body(self, data: bytes) -> None:
         self.timer.reset(self.config.idle_timeout)
-        self.request.write(data)
+        if self.accel is None:
+            self.request.write(data)
 
     def done(self) -> None:
         self._end_try()
         if self.gone:
             return
+        if self.accel is not None:
+            self._hand_off()
+            return
         self.request.unregisterProducer()
         self.request.finish()
+
+    def _hand_off(self) -> None:
+        target, headers = self.accel
+        hand_off(self.request, target, headers, f"proxy {self.upstream.url}")
 
     def broken(self, reason) -> None:
         self._end_try()
         if self.gone:
+            return
+        if self.accel is not None:  # the body was being dropped anyway
+            self._hand_off()
             return
         log.warn("proxy: response from {url} broke off: {why}",
                  url=self.upstream.url, why=reason.getErrorMessage())
