@@ -1,4 +1,9 @@
-"""Site(workers=N) over real twistd: a master, worker processes, signals, load."""
+"""Site(workers=N) over real twistd: a master, worker processes, signals, load.
+
+Starting a master and its workers costs seconds, so the tests that leave the
+server as they found it (two workers, the same config) share one (``shared``);
+the ones that stop it or need other options start their own.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import write_site
-from test_lifecycle import SLOW, get, hammer
+from conftest import Server, free_port, write_site
+from test_lifecycle import SLOW, get, hammer, term_with_in_flight_and_stuck
 from test_proxy_live import ws_upstream  # noqa: F401  (a fixture: a WebSocket echo server)
 from websockets.sync.client import connect as ws_connect
 
@@ -59,54 +64,89 @@ def start(serve, options):
     return server
 
 
-def test_workers_share_the_load_and_the_master_never_serves(serve, slow_site):
-    server = start(serve, "workers=2")
-    workers = children(server.proc.pid)
-    assert len(workers) == 2
-    pids = serving_pids(server.port, count=200, concurrency=16)
-    assert set(pids) == workers and server.proc.pid not in pids
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("workers")
+    write_site(folder, SLOW, "slow.py")
+    server = Server(write_site(folder, workers_site("workers=2")), free_port())
+    wait_until(lambda: "worker(s) ready" in server.log(), what="workers ready")
+    yield server
+    assert server.stop() == 0
+
+
+def steady(server) -> set[int]:
+    """The two workers of the shared server, once a previous test's changes have settled."""
+    wait_until(lambda: len(children(server.proc.pid)) == 2, what="two workers")
+    return children(server.proc.pid)
+
+
+# ------------------------------------------------------------------ on the shared server
+
+
+def test_workers_share_the_load_and_the_master_never_serves(shared):
+    workers = steady(shared)
+    pids = serving_pids(shared.port, count=200, concurrency=16)
+    assert set(pids) == workers and shared.proc.pid not in pids
     assert min(pids.values()) >= 200 * 0.1, pids  # each gets a real share
 
 
-def test_killed_worker_is_replaced_and_no_request_fails(serve, slow_site):
-    server = start(serve, "workers=2")
-    victim = sorted(children(server.proc.pid))[0]
+def test_killed_worker_is_replaced_and_no_request_fails(shared):
+    victim = sorted(steady(shared))[0]
     os.kill(victim, signal.SIGKILL)
     started = time.monotonic()
-    wait_until(lambda: len(children(server.proc.pid) - {victim}) == 2, what="replacement")
+    wait_until(lambda: len(children(shared.proc.pid) - {victim}) == 2, what="replacement")
     assert time.monotonic() - started < 2
-    assert set(serving_pids(server.port)) <= children(server.proc.pid)
-    assert f"worker {victim} died" in server.log() and "SIGKILL" in server.log()
+    assert set(serving_pids(shared.port)) <= children(shared.proc.pid)
+    assert f"worker {victim} died" in shared.log() and "SIGKILL" in shared.log()
 
 
-def test_ttin_and_ttou_change_the_worker_count(serve, slow_site):
-    server = start(serve, "workers=2")
-    server.signal(signal.SIGTTIN)
-    wait_until(lambda: len(children(server.proc.pid)) == 3, what="a third worker")
+def test_ttin_and_ttou_change_the_worker_count(shared):
+    steady(shared)
+    master = shared.proc.pid
+    shared.signal(signal.SIGTTIN)
+    wait_until(lambda: len(children(master)) == 3, what="a third worker")
     for left in (2, 1):  # one signal at a time: pending signals of one kind merge
-        server.signal(signal.SIGTTOU)
-        wait_until(lambda left=left: len(children(server.proc.pid)) == left, what=f"{left} worker(s)")
-    server.signal(signal.SIGTTOU)  # never below one
+        shared.signal(signal.SIGTTOU)
+        wait_until(lambda left=left: len(children(master)) == left, what=f"{left} worker(s)")
+    shared.signal(signal.SIGTTOU)  # never below one
     time.sleep(0.5)
-    assert len(children(server.proc.pid)) == 1
-    assert get(server.port)[0] == 200
+    assert len(children(master)) == 1
+    assert get(shared.port)[0] == 200
+    shared.signal(signal.SIGTTIN)  # as found: two workers
+    steady(shared)
+
+
+def test_broken_config_on_hup_keeps_the_running_workers(shared):
+    before = steady(shared)
+    site_py = shared.config
+    good = site_py.read_text()
+    failures = shared.log().count("reload failed")
+    try:
+        site_py.write_text(good.replace('Resource("slow:make()")', 'Resource("slow:nothing()")'))
+        shared.signal(signal.SIGHUP)
+        wait_until(lambda: shared.log().count("reload failed") > failures, what="reload failure")
+    finally:
+        site_py.write_text(good)
+    assert f"{site_py}:2: error: module 'slow' has no attribute 'nothing'" in shared.log()
+    assert children(shared.proc.pid) == before
+    assert get(shared.port)[1].startswith(b"v1")
 
 
 @pytest.mark.slow
-def test_reloads_under_load_replace_workers_without_errors(serve, slow_site):
-    server = start(serve, "workers=2")
-    site_py = slow_site / "site.py"
-    first = children(server.proc.pid)
+def test_reloads_under_load_replace_workers_without_errors(shared):
+    first = steady(shared)
+    site_py = shared.config
+    reloads = shared.log().count("reloaded ")
     stop, results = threading.Event(), []
-    threads = [threading.Thread(target=hammer, args=(server.port, stop, results)) for _ in range(4)]
+    threads = [threading.Thread(target=hammer, args=(shared.port, stop, results)) for _ in range(4)]
     for thread in threads:
         thread.start()
     try:
-        for number in range(2):
-            old, new = ("make()", "make_v2()") if number % 2 == 0 else ("make_v2()", "make()")
+        for old, new in (("make()", "make_v2()"), ("make_v2()", "make()")):  # and back as found
             site_py.write_text(site_py.read_text().replace(old, new))
-            server.signal(signal.SIGHUP)
-            wait_until(lambda n=number: server.log().count("reloaded ") == n + 1, what="reload")
+            shared.signal(signal.SIGHUP)
+            reloads += 1
+            wait_until(lambda n=reloads: shared.log().count("reloaded ") == n, what="reload")
             time.sleep(0.3)
     finally:
         stop.set()
@@ -115,20 +155,11 @@ def test_reloads_under_load_replace_workers_without_errors(serve, slow_site):
     errors = [r for r in results if r[0] != 200]
     assert not errors, errors[:5]
     assert {b"v1", b"v2"} <= {marker for _, marker in results}
-    wait_until(lambda: len(children(server.proc.pid)) == 2, what="old workers gone")
-    assert not children(server.proc.pid) & first
+    wait_until(lambda: len(children(shared.proc.pid)) == 2, what="old workers gone")
+    assert not children(shared.proc.pid) & first
 
 
-def test_broken_config_on_hup_keeps_the_running_workers(serve, slow_site):
-    server = start(serve, "workers=2")
-    before = children(server.proc.pid)
-    site_py = slow_site / "site.py"
-    site_py.write_text(site_py.read_text().replace('Resource("slow:make()")', 'Resource("slow:nothing()")'))
-    server.signal(signal.SIGHUP)
-    wait_until(lambda: "reload failed" in server.log(), what="reload failure")
-    assert f"{site_py}:2: error: module 'slow' has no attribute 'nothing'" in server.log()
-    assert children(server.proc.pid) == before
-    assert get(server.port)[1].startswith(b"v1")
+# ------------------------------------------------------------------ on servers of their own
 
 
 def test_max_requests_recycles_a_worker_without_failed_requests(serve, slow_site):
@@ -141,28 +172,9 @@ def test_max_requests_recycles_a_worker_without_failed_requests(serve, slow_site
     assert "reached max_requests (100)" in server.log()
 
 
-def test_term_with_workers_finishes_in_flight_requests(serve, slow_site):
-    server = start(serve, "workers=2, graceful_timeout=10")
-    with ThreadPoolExecutor(20) as pool:
-        futures = [pool.submit(get, server.port, "/?delay=1") for _ in range(20)]
-        time.sleep(0.4)
-        server.signal(signal.SIGTERM)
-        statuses = [f.result()[0] for f in futures]
-    assert statuses == [200] * 20
-    assert server.proc.wait(5) == 0
-
-
-def test_stuck_request_with_workers_exits_within_graceful_timeout(serve, slow_site):
-    server = start(serve, "workers=2, graceful_timeout=1")
-    stuck = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-    stuck.sendall(b"GET /?delay=-1 HTTP/1.1\r\nHost: x\r\n\r\n")
-    time.sleep(0.3)
-    started = time.monotonic()
-    server.signal(signal.SIGTERM)
-    assert server.proc.wait(10) == 0
-    assert time.monotonic() - started < 1 + 1.0
-    assert stuck.recv(100) == b""  # aborted at the deadline, not left hanging
-    stuck.close()
+def test_term_finishes_in_flight_requests_and_cuts_a_stuck_one_at_the_deadline(serve, slow_site):
+    server = start(serve, "workers=2, graceful_timeout=2")
+    term_with_in_flight_and_stuck(server, 2, "/?delay=1", "/?delay=-1")
 
 
 def test_proxied_websocket_survives_a_reload_and_its_old_worker_then_exits(serve, slow_site, ws_upstream):
@@ -179,7 +191,6 @@ def test_proxied_websocket_survives_a_reload_and_its_old_worker_then_exits(serve
             assert ws.recv(timeout=5) == "before"
             server.signal(signal.SIGHUP)
             wait_until(lambda: "reloaded " in server.log(), what="reload")
-            wait_until(lambda: len(children(server.proc.pid) - first) == 2, what="new workers")
             # The idle old worker is gone; the tunnel's one drains, the tunnel still works.
             wait_until(lambda: len(children(server.proc.pid) & first) == 1, what="idle old worker gone")
             ws.send("after reload")
