@@ -66,4 +66,10 @@ site = Site(
     max_connections_per_ip=64,
     header_timeout=10,
     server_header="twisthost",
+    # Lifecycle (docs/operations.md): kill -HUP reloads this file with no failed request
+    # (a broken edit is logged as site.py:LINE and the running config stays); kill -TERM
+    # lets requests finish for up to graceful_timeout s. For one process per CPU under a
+    # master, add  workers="auto"  (and max_requests=1000 to recycle workers).
+    graceful_timeout=10,
+    hooks={"when_ready": lambda site: print("demo ready: http://app.localhost:8080/")},
 )
