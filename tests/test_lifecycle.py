@@ -21,9 +21,12 @@ from twisthost.service import prepare
 APPS = ROOT / "tests" / "apps"
 
 # An asynchronous resource: answers after ?delay= seconds (never, for a negative delay),
-# with the pid and a marker of the config generation that built it.
+# with the pid and a marker of the config generation that built it; and a WSGI app that
+# sleeps ?s= seconds in its thread.  Slow requests leave a byte in started.txt (in the
+# server's folder) as they start, so a test knows they are in flight.
 SLOW = '''
-import os
+import os, time
+from urllib.parse import parse_qs
 from twisted.internet import reactor, task
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -37,6 +40,8 @@ class Slow(Resource):
 
     def render_GET(self, request):
         delay = float(request.args.get(b"delay", [b"0"])[0])
+        if delay:
+            started()
         if delay < 0:
             return NOT_DONE_YET
         def answer():
@@ -51,7 +56,23 @@ def make(marker="v1"):
 
 def make_v2():
     return Slow("v2")
+
+def sleep_app(environ, start_response):
+    started()
+    time.sleep(float(parse_qs(environ["QUERY_STRING"])["s"][0]))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"slept"]
+
+def started():
+    with open("started.txt", "a") as out:
+        out.write(".")
 '''
+
+
+def in_flight(server) -> int:
+    """Slow requests started so far on ``server`` (see SLOW)."""
+    path = server.config.parent / "started.txt"
+    return len(path.read_text()) if path.exists() else 0
 
 
 def site_source(extra: str = "", factory: str = "make()") -> str:
@@ -67,6 +88,17 @@ def slow_site(tmp_path):
     return tmp_path
 
 
+def wait_until(predicate, timeout=30.0, what="condition"):
+    """Generous: a fresh worker needs a second, much more on a loaded 2-core box."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def get(port, path="/", timeout=10.0):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -77,22 +109,23 @@ def get(port, path="/", timeout=10.0):
         conn.close()
 
 
-def term_with_in_flight_and_stuck(server, grace: float, in_flight: str, stuck: str) -> None:
+def term_with_in_flight_and_stuck(server, grace: float, path: str, stuck: str) -> None:
     """TERM with 20 in-flight 1 s requests and one stuck forever.
 
     The 20 get their 200s, the stuck one is cut at graceful_timeout, the
     process exits 0 within graceful_timeout + 1 s and accepts nothing more.
     """
+    before = in_flight(server)
     blocked = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     blocked.sendall(f"GET {stuck} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     with ThreadPoolExecutor(20) as pool:
-        futures = [pool.submit(get, server.port, in_flight) for _ in range(20)]
-        time.sleep(0.4)  # all 21 are in flight
+        futures = [pool.submit(get, server.port, path) for _ in range(20)]
+        wait_until(lambda: in_flight(server) == before + 21, what="21 requests in flight")
         started = time.monotonic()
         server.signal(signal.SIGTERM)
         statuses = [f.result()[0] for f in futures]
         assert server.proc.wait(10) == 0
-    assert time.monotonic() - started < grace + 1.0
+    assert time.monotonic() - started < grace + 1.0, server.log()
     assert statuses == [200] * 20
     assert closed_without_answer(blocked)  # cut at the deadline, not left hanging
     assert "graceful timeout: closing 1 connection(s)" in server.log()
@@ -129,11 +162,10 @@ def test_int_stops_at_once_despite_in_flight_requests(serve, slow_site):
     stuck.close()
 
 
-# A WSGI app on its own thread pool: rawapps.sleep_app sleeps ?s= seconds.
-WSGI_SITE = f"""
+# A WSGI app on its own thread pool, sleeping ?s= seconds.
+WSGI_SITE = """
     from twisthost import Site, WSGI
-    site = Site(default=WSGI("rawapps:sleep_app", pythonpath=[{str(APPS)!r}], threads=21),
-                {{options}})
+    site = Site(default=WSGI("slow:sleep_app", threads=21), {options})
     """
 
 
@@ -145,6 +177,7 @@ def wait_ready(server, workers: int, timeout=30.0) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_term_with_wsgi_finishes_in_flight_requests_and_cuts_a_stuck_thread(serve, tmp_path, workers):
+    write_site(tmp_path, SLOW, "slow.py")
     server = serve(WSGI_SITE.format(options=f"workers={workers}, graceful_timeout=2"))
     wait_ready(server, workers)
     term_with_in_flight_and_stuck(server, 2, "/?s=1", "/?s=3600")  # a thread sleeps "forever"
@@ -197,6 +230,7 @@ class Blocking(Resource):
     isLeaf = True
 
     def render_GET(self, request):
+        open("blocking", "w").close()
         time.sleep(3600)
 '''
 
@@ -209,8 +243,9 @@ def test_app_code_holding_the_process_cannot_stop_it_exiting(serve, tmp_path, se
         site = Site(default={service}, graceful_timeout=0.5)
         """)
     client = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    time.sleep(0.4)
+    if "Blocking" in service:  # the thread app holds the process from its start
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(lambda: (tmp_path / "blocking").exists(), what="the reactor to block")
     started = time.monotonic()
     server.signal(signal.SIGTERM)
     assert server.proc.wait(10) == 1  # forced: not a clean stop

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from conftest import TWISTD, free_port, wait_for_port, write_site
-from test_lifecycle import SLOW, get, wait_for_text
-from test_workers import children, serving_pids, wait_until
+from test_lifecycle import SLOW, get, wait_for_text, wait_until
+from test_workers import children, serving_pids
 
 
 def site_for(folder: Path, listen: str, workers: int) -> Path:
@@ -127,7 +127,8 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges n
 
 def start_as_nobody(workers: int) -> tuple[subprocess.Popen, Path, int]:
     """twistd started as root with --uid/--gid nobody on a privileged port."""
-    folder = Path(tempfile.mkdtemp(prefix="twisthost-uid-"))  # readable by nobody, unlike tmp_path
+    folder = Path(tempfile.mkdtemp(prefix="twisthost-uid-"))  # unlike tmp_path, reachable by nobody
+    os.chown(folder, pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("nobody").pw_gid)
     folder.chmod(0o755)
     port = privileged_port()
     config = site_for(folder, f"tcp:{port}:interface=127.0.0.1", workers)

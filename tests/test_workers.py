@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import Server, free_port, write_site
-from test_lifecycle import SLOW, get, hammer, term_with_in_flight_and_stuck
+from test_lifecycle import SLOW, get, hammer, term_with_in_flight_and_stuck, wait_until
 from test_proxy_live import ws_upstream  # noqa: F401  (a fixture: a WebSocket echo server)
 from websockets.sync.client import connect as ws_connect
 
@@ -39,17 +39,6 @@ def workers_site(options: str = "", factory: str = "make()") -> str:
 def children(pid: int) -> set[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as listing:
         return {int(p) for p in listing.read().split()}
-
-
-def wait_until(predicate, timeout=30.0, what="condition"):
-    """Generous: a fresh worker needs a second, much more on a loaded 2-core box."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def serving_pids(port, count=60, concurrency=8, path="/?delay=0.02") -> collections.Counter:

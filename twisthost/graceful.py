@@ -10,14 +10,14 @@ so a stop never hangs on a stuck client or application.
 
 Past the connections, two more things could hold a stop: services that wait
 for threads (``stop_by`` stops waiting at the graceful deadline) and code
-that keeps the process alive after the reactor (``exit_by``, the last
-resort).
+that keeps the process alive after the reactor (``LastResort``).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -194,31 +194,44 @@ def stop_by(service, deadline: float, reactor) -> defer.Deferred:
 EXIT_SLACK = 0.75
 
 
-def exit_by(seconds: float) -> None:
-    """The last resort of a stop: end this process ``seconds`` from now, whatever holds it.
+class LastResort:
+    """Ends this process a set time after a stop signal, whatever holds it.
 
     The graceful path finishes sooner (``drain`` and ``stop_by`` are
     bounded), but application code can keep a process alive past it: a
     non-daemon thread the app started (joined at interpreter exit), a
-    blocking call in the reactor thread (no timer of the reactor fires), a
-    hung ``getaddrinfo`` in the reactor's thread pool (joined at shutdown).
-    A daemon timer thread is immune to all of these.  Armed from the signal
-    handler itself, so even a blocked reactor cannot delay it; exit status 1
-    says the stop was forced.
+    blocking call in the reactor thread (no reactor timer fires), a hung
+    ``getaddrinfo`` in the reactor's thread pool (joined at shutdown).  A
+    daemon thread is immune to all of these.  It is started up front and
+    ``arm`` only stores a deadline and writes a byte to a pipe, so it takes
+    no lock and is safe in a signal handler (starting a thread there could
+    deadlock: the interrupted main thread may hold the lock ``Thread.start``
+    needs).  Exit status 1 says the stop was forced.
     """
-    timer = threading.Timer(seconds, _force_exit, args=(seconds,))
-    timer.name = "twisthost-exit-by"
-    timer.daemon = True
-    timer.start()
 
+    def __init__(self):
+        self._deadline: float | None = None
+        self._seconds = 0.0
+        self._wake_read, self._wake_write = os.pipe()
+        threading.Thread(target=self._run, name="twisthost-last-resort", daemon=True).start()
 
-def _force_exit(seconds: float) -> None:
-    me = threading.current_thread()
-    others = [thread.name for thread in threading.enumerate() if thread is not me]
-    # Straight to fd 2 (the master's pipe, the terminal or the journal): the
-    # log machinery may be what is stuck.
-    os.write(2, (
-        f"twisthost: process {os.getpid()} still running {seconds:g}s after the stop began"
-        f" (threads: {', '.join(others)}): exiting now\n"
-    ).encode())
-    os._exit(1)
+    def arm(self, seconds: float) -> None:
+        """End the process ``seconds`` from now (an earlier deadline already set stays)."""
+        deadline = time.monotonic() + seconds
+        if self._deadline is None or deadline < self._deadline:
+            self._deadline, self._seconds = deadline, seconds
+        os.write(self._wake_write, b"!")
+
+    def _run(self) -> None:
+        os.read(self._wake_read, 1)
+        while (left := self._deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))  # a later, shorter arm (INT after TERM) is seen
+        me = threading.current_thread()
+        others = [thread.name for thread in threading.enumerate() if thread is not me]
+        # Straight to fd 2 (the master's pipe, the terminal or the journal): the
+        # log machinery may be what is stuck.
+        os.write(2, (
+            f"twisthost: process {os.getpid()} still running {self._seconds:g}s after the stop began"
+            f" (threads: {', '.join(others)}): exiting now\n"
+        ).encode())
+        os._exit(1)
