@@ -187,3 +187,23 @@ def test_proxied_websocket_survives_a_reload_and_its_old_worker_then_exits(serve
     # The tunnel ended: its worker stops long before graceful_timeout.
     wait_until(lambda: not children(server.proc.pid) & first, timeout=10, what="old worker gone")
     assert server.log().count("stopped (exit status 0)") == 2
+
+
+def test_a_hook_thread_cannot_keep_the_master_alive(serve, slow_site):
+    server = serve("""
+        import threading, time
+        from twisthost import Resource, Site
+
+        def start_a_thread(site):  # user code in the master, with a non-daemon thread
+            threading.Thread(target=time.sleep, args=(3600,), name="hook-thread").start()
+
+        site = Site(default=Resource("slow:make()"), workers=2, graceful_timeout=0.25,
+                    hooks={"on_starting": start_a_thread})
+        """)
+    wait_until(lambda: "worker(s) ready" in server.log(), what="workers ready")
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.proc.wait(15) == 1  # forced: not a clean stop
+    assert time.monotonic() - started < 0.25 + 2 + 0.75 + 1.0
+    assert server.log().count("stopped (exit status 0)") == 2  # the workers stopped cleanly first
+    assert "still running 3s after the stop began (threads: MainThread, hook-thread" in server.log()

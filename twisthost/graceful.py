@@ -16,6 +16,7 @@ that keeps the process alive after the reactor (``LastResort``).
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
@@ -214,6 +215,17 @@ class LastResort:
         self._seconds = 0.0
         self._wake_read, self._wake_write = os.pipe()
         threading.Thread(target=self._run, name="twisthost-last-resort", daemon=True).start()
+
+    def on_signal(self, signum: int, graceful_timeout: float, extra: float = 0.0) -> None:
+        """Arm for a stop signal: TERM allows ``graceful_timeout``, INT/QUIT no time.
+
+        ``extra`` is time the process needs past that (a master SIGKILLing
+        late workers); ``EXIT_SLACK`` comes on top.  Other signals do nothing.
+        """
+        if signum == signal.SIGTERM:
+            self.arm(graceful_timeout + extra + EXIT_SLACK)
+        elif signum in (signal.SIGINT, signal.SIGQUIT):
+            self.arm(extra + EXIT_SLACK)
 
     def arm(self, seconds: float) -> None:
         """End the process ``seconds`` from now (an earlier deadline already set stays)."""

@@ -209,15 +209,10 @@ class HostService(MultiService):
         }
         if self.standalone:
             handlers[signal.SIGHUP] = self.reload
-        self.last_resort = graceful.LastResort()
-        on_signals(self.reactor, handlers, at_once=self._arm_exit)
-
-    def _arm_exit(self, signum: int) -> None:
-        """On a stop signal: whatever happens, this process ends soon after graceful_timeout."""
-        if signum == signal.SIGTERM:
-            self.last_resort.arm(self.current.site.graceful_timeout + graceful.EXIT_SLACK)
-        elif signum in (signal.SIGINT, signal.SIGQUIT):
-            self.last_resort.arm(graceful.EXIT_SLACK)
+        # Whatever happens after a stop signal, this process ends soon after graceful_timeout.
+        last_resort = graceful.LastResort()
+        on_signals(self.reactor, handlers,
+                   at_once=lambda signum: last_resort.on_signal(signum, self.current.site.graceful_timeout))
 
     def running_now(self) -> None:
         """The reactor runs: tell systemd we are ready."""

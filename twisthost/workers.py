@@ -32,7 +32,7 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from . import fanin, sdnotify
+from . import fanin, graceful, sdnotify
 from .admin import admin_endpoint
 from .errors import ConfigError
 from .hooks import run_hook
@@ -45,7 +45,7 @@ CONTROL_FD = 3  # worker -> master messages
 FIRST_SOCKET_FD = 4  # the listening sockets follow, one fd each
 QUICK_DEATH = 5.0  # a worker dying sooner than this after its start is crash-looping
 MAX_BACKOFF = 30.0
-KILL_AFTER = 5.0  # seconds past graceful_timeout before a worker is SIGKILLed
+KILL_AFTER = 2.0  # seconds past graceful_timeout before a worker is SIGKILLed (they exit by then)
 RSS_INTERVAL = 5.0
 
 
@@ -160,6 +160,8 @@ class Master(Service):
         super().startService()
         if self.admin:
             self.admin.service.startService()
+        # The master runs hooks (user code) too: it ends soon after its workers at the latest.
+        last_resort = graceful.LastResort()
         on_signals(self.reactor, {
             signal.SIGHUP: self.reload,
             signal.SIGTERM: self.reactor.stop,
@@ -168,7 +170,7 @@ class Master(Service):
             signal.SIGUSR1: self.reopen,
             signal.SIGTTIN: lambda: self.resize(+1),
             signal.SIGTTOU: lambda: self.resize(-1),
-        })
+        }, at_once=lambda signum: last_resort.on_signal(signum, self.current.site.graceful_timeout, KILL_AFTER))
         self.reactor.callWhenRunning(self._running)
 
     def _running(self) -> None:
