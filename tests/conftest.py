@@ -38,6 +38,21 @@ def write_site(folder: Path, source: str, name: str = "site.py") -> Path:
     return path
 
 
+def config_error(folder: Path, source: str, build: bool = False) -> str:
+    """Write ``source`` as site.py, load it (and build it); the ConfigError's text.
+
+    Fails the test when the config is accepted.
+    """
+    from twisthost.errors import ConfigError
+    from twisthost.loader import load
+    from twisthost.service import prepare
+
+    path = write_site(folder, source)
+    with pytest.raises(ConfigError) as caught:
+        (prepare if build else load)(str(path))
+    return str(caught.value)
+
+
 def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -15,9 +15,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Server, free_port, raw_request, write_site
-from twisthost.errors import ConfigError
-from twisthost.loader import load
+from conftest import ROOT, Server, config_error, free_port, raw_request, write_site
 
 CGI_BIN = ROOT / "tests" / "cgi-bin"
 SECRET = "s3cret-do-not-leak"
@@ -172,13 +170,11 @@ def test_client_disconnect_kills_the_script(server, tmp_path):
 )
 def test_config_mistakes_point_at_the_line(tmp_path, options, message):
     (tmp_path / "cgi").mkdir()
-    path = write_site(tmp_path, f"""
+    text = config_error(tmp_path, f"""
         from twisthost import Site, Host, CGI
 
         site = Site(hosts=[
             Host("localhost", CGI({options})),
         ])
     """)
-    with pytest.raises(ConfigError) as raised:
-        load(str(path))
-    assert "site.py:4" in str(raised.value) and message in str(raised.value)
+    assert "site.py:4" in text and message in text

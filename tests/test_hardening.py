@@ -14,10 +14,8 @@ import time
 
 import pytest
 
-from conftest import write_site
+from conftest import config_error, write_site
 from hardening_support import exchange, read_until_closed, responses, site_source, start
-from twisthost.errors import ConfigError
-from twisthost.loader import load
 
 GET = b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n"
 
@@ -206,14 +204,12 @@ def test_server_header_can_be_omitted_and_reload_applies_new_limits(tmp_path):
     ("max_conections=5", "Site() got an unknown option 'max_conections'"),
 ])
 def test_config_mistakes_point_at_the_line(tmp_path, option, message):
-    path = write_site(tmp_path, f"""
+    text = config_error(tmp_path, f"""
         from twisthost import Site
 
         site = Site(
             {option},
         )
     """)
-    with pytest.raises(ConfigError) as raised:
-        load(str(path))
-    assert f"site.py:3" in str(raised.value)
-    assert message in str(raised.value)
+    assert f"site.py:3" in text
+    assert message in text

@@ -5,17 +5,12 @@ import sys
 
 import pytest
 
-from conftest import TWISTD, write_site
+from conftest import TWISTD, config_error, write_site
 from twisthost.errors import ConfigError
 from twisthost.loader import load
-from twisthost.service import prepare
 
 
-def error_for(tmp_path, source, build=False) -> str:
-    path = write_site(tmp_path, source)
-    with pytest.raises(ConfigError) as caught:
-        (prepare if build else load)(str(path))
-    return str(caught.value)
+error_for = config_error
 
 
 def test_syntax_error_points_at_line(tmp_path):

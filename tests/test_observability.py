@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, raw_request
+from conftest import config_error, free_port, raw_request
 
 # The Apache/nginx combined format as log tools parse it; the client IP is bare.
 COMBINED = re.compile(
@@ -208,13 +208,8 @@ def test_reloads_are_counted(tmp_path, logged):
     ("Site(admin='tcp:nope')", "invalid listen endpoint 'tcp:nope'"),
 ])
 def test_config_errors(tmp_path, source, message):
-    from twisthost.errors import ConfigError
-    from twisthost.loader import load
-    path = tmp_path / "site.py"
-    path.write_text(f"from twisthost import Site\nsite = {source}\n")
-    with pytest.raises(ConfigError) as caught:
-        load(str(path))
-    assert f"site.py:2: error:" in str(caught.value) and message in str(caught.value)
+    text = config_error(tmp_path, f"from twisthost import Site\nsite = {source}\n")
+    assert "site.py:2: error:" in text and message in text
 
 
 def test_status_command_prints_tables(tmp_path, logged):

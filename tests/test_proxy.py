@@ -15,11 +15,9 @@ import socket
 import threading
 
 import pytest
-from conftest import Server, free_port, write_site
+from conftest import Server, config_error, free_port, write_site
 from proxy_upstream import Upstream, hanging_server
 
-from twisthost.errors import ConfigError
-from twisthost.loader import load
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +322,7 @@ def test_many_concurrent_clients_are_all_answered(proxy):
     ],
 )
 def test_config_mistakes_point_at_the_line(tmp_path, source, message):
-    path = write_site(tmp_path, f"""
+    text = config_error(tmp_path, f"""
         from twisthost import Site, Host, Proxy, HealthCheck
 
         site = Site(hosts=[
@@ -332,7 +330,5 @@ def test_config_mistakes_point_at_the_line(tmp_path, source, message):
                  {source}),
         ])
     """)
-    with pytest.raises(ConfigError) as error:
-        load(str(path))
-    assert "site.py:5" in str(error.value)
-    assert message in str(error.value)
+    assert "site.py:5" in text
+    assert message in text

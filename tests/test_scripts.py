@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, raw_request, write_site
-from twisthost.errors import ConfigError
-from twisthost.loader import load
+from conftest import ROOT, config_error, raw_request
 
 RPY = ROOT / "rpy"
 
@@ -253,16 +251,14 @@ def test_twisted_style_script_runs_unmodified(serve, tmp_path):
 )
 def test_config_mistakes_point_at_the_line(tmp_path, options, message):
     (tmp_path / "scripts").mkdir()
-    path = write_site(tmp_path, f"""
+    text = config_error(tmp_path, f"""
         from twisthost import Site, Host, Scripts
 
         site = Site(hosts=[
             Host("localhost", Scripts({options})),
         ])
     """)
-    with pytest.raises(ConfigError) as raised:
-        load(str(path))
-    assert "site.py:4" in str(raised.value) and message in str(raised.value)
+    assert "site.py:4" in text and message in text
 
 
 def test_index_html_allowed_with_static(serve, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import write_site
+from conftest import config_error, write_site
 from twisthost.errors import ConfigError
 from twisthost.loader import load
 
@@ -35,16 +35,13 @@ def root(tmp_path):
     ("follow_symlink=True", "did you mean follow_symlinks=?"),
 ])
 def test_bad_options_point_at_the_line(root, options, message):
-    path = write_site(root, f"""
+    text = config_error(root, f"""
         from twisthost import Site, Static
         site = Site(
             default=Static("www", {options}),
         )
     """)
-    with pytest.raises(ConfigError) as caught:
-        load(str(path))
-    text = str(caught.value)
-    assert f"{path}:3" in text and message in text
+    assert f"{root / 'site.py'}:3" in text and message in text
 
 
 def test_missing_root(root):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ROOT, write_site
-from twisthost.errors import ConfigError
-from twisthost.loader import load
+from conftest import ROOT, config_error, write_site
 from twisthost.service import prepare
 
 APPS = str(ROOT / "tests" / "apps")
@@ -14,10 +12,7 @@ APPS = str(ROOT / "tests" / "apps")
 
 def error_for(tmp_path, lines: list[str], build: bool = True) -> str:
     source = "from twisthost import Host, Site, WSGI\n" + "\n".join(lines) + "\n"
-    path = write_site(tmp_path, source)
-    with pytest.raises(ConfigError) as caught:
-        prepare(str(path)) if build else load(str(path))
-    return str(caught.value)
+    return config_error(tmp_path, source, build)
 
 
 @pytest.mark.parametrize("target, message", [
@@ -80,6 +75,6 @@ def test_defaults_and_shared_pool(tmp_path):
     prepared = prepare(str(path))
     (a, b, c) = (service for _, _, service in prepared.site.services())
     assert (a.threads, a.queue, a.max_body, a.timeout) == (8, 64, 1 << 30, None)
-    assert c.queue == 6
+    assert c.queue == 24  # 8 x threads
     pools = list(prepared.context.services)
     assert len(pools) == 2 and {p.stats.max_threads for p in pools} == {8, 3}
