@@ -14,9 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import ROOT, TWISTD, free_port, wait_for_port, write_site
+from test_proxy_live import ws_upstream  # noqa: F401  (a fixture: a WebSocket echo server)
 from tls_support import CA, ConfigServer, client_context, tls_get
 from twisthost.errors import ConfigError
 from twisthost.service import prepare
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
 
 APPS = ROOT / "tests" / "apps"
 
@@ -209,6 +212,25 @@ def test_long_wsgi_stream_spans_a_reload(serve, tmp_path, workers):
     assert "abandoned" not in server.log()  # its pool was not stopped under it
     if workers > 1:  # the old worker was waiting for the stream only
         wait_for_text(server.log_path, "stopped (exit status 0)", timeout=10)
+
+
+def test_proxied_websocket_keeps_working_during_a_stop_until_graceful_timeout(serve, ws_upstream):
+    server = serve(f"""
+        from twisthost import Proxy, Site
+        site = Site(default=Proxy("{ws_upstream}"), graceful_timeout=1.5)
+        """)
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        with ws_connect(f"ws://ws.test:{server.port}/chat", sock=sock, open_timeout=5) as ws:
+            started = time.monotonic()
+            server.signal(signal.SIGTERM)
+            wait_for_text(server.log_path, "stopping: letting requests finish")
+            ws.send("while stopping")
+            assert ws.recv(timeout=5) == "while stopping"
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)  # closed by the server at the deadline
+            assert 1.5 - 0.2 < time.monotonic() - started < 1.5 + 1.0
+    assert server.proc.wait(5) == 0
+    assert "graceful timeout: closing 1 connection(s)" in server.log()
 
 
 # Application code that would keep a stopping process alive: a non-daemon thread
