@@ -6,7 +6,10 @@ to report it, so the unit tracked here is the connection: a connection with a
 request on it is busy, one without is idle.  ``drain`` closes idle
 connections at once, lets busy ones finish their current response (then
 closes them: no more keep-alive), and aborts whatever is left at the deadline,
-so a stop never hangs on a stuck client or application.
+so a stop never hangs on a stuck client or application.  A connection
+accepted moments ago counts as busy for ``FRESH`` seconds: its client is
+still sending the first request (or the TLS handshake before it), and closing
+it would fail that request, e.g. on a worker retiring at a reload.
 
 Past the connections, two more things could hold a stop: services that wait
 for threads (``stop_by`` stops waiting at the graceful deadline) and code
@@ -46,7 +49,7 @@ class Connections:
 
     def __init__(self, reactor):
         self.reactor = reactor
-        self.open: set = set()
+        self.open: dict = {}  # protocol -> when it was accepted (reactor seconds)
         self.requests = 0  # started since the process began: what max_requests counts
         self.request_observers: list = []  # callables(request), run as each request starts
         self._draining = False
@@ -54,11 +57,11 @@ class Connections:
 
     def track(self, protocol) -> None:
         """Remember ``protocol`` until its connection is lost."""
-        self.open.add(protocol)
+        self.open[protocol] = self.reactor.seconds()
         lost = protocol.connectionLost
 
         def connection_lost(reason):
-            self.open.discard(protocol)
+            self.open.pop(protocol, None)
             try:
                 return lost(reason)
             finally:
@@ -104,6 +107,7 @@ class Connections:
         return done.addBoth(stop_timers)
 
     SWEEP = 0.2
+    FRESH = 1.0
 
     def settle(self, timeout: float) -> defer.Deferred:
         """Fire once the requests under way now are done (or their connections gone), at most ``timeout`` s.
@@ -137,8 +141,9 @@ class Connections:
         return settled.addBoth(stop_timers)
 
     def _sweep(self) -> None:
-        for protocol in list(self.open):
-            if not _busy(protocol):
+        fresh_since = self.reactor.seconds() - self.FRESH
+        for protocol, accepted in list(self.open.items()):
+            if accepted <= fresh_since and not _busy(protocol):
                 _channel(protocol).transport.loseConnection()
 
     def _abort(self) -> None:

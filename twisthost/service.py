@@ -191,13 +191,15 @@ class HostService(MultiService):
 
     def privilegedStartService(self) -> None:
         self.server_hook("on_starting")
+        # Before the sockets open: a HUP sent as soon as the port answers must
+        # not meet the default action (terminate).  Handlers run once the reactor does.
+        self.install_signals()
         super().privilegedStartService()
 
     def startService(self) -> None:
         self.current.context.services.startService()
         super().startService()
         run_hook(self.current.site, "post_worker_init", self.current.site)
-        self.install_signals()
         self.reactor.callWhenRunning(self.running_now)
 
     def install_signals(self) -> None:

@@ -150,6 +150,7 @@ class Master(Service):
 
     def privilegedStartService(self) -> None:
         run_hook(self.current.site, "on_starting", self.current.site)
+        self.install_signals()  # before the sockets open, like a single process
         for description in self.descriptions(self.current.site):
             self.sockets[description] = bind(self.reactor, description)
         if self.admin:
@@ -160,6 +161,9 @@ class Master(Service):
         super().startService()
         if self.admin:
             self.admin.service.startService()
+        self.reactor.callWhenRunning(self._running)
+
+    def install_signals(self) -> None:
         # The master runs hooks (user code) too: it ends soon after its workers at the latest.
         last_resort = graceful.LastResort()
         on_signals(self.reactor, {
@@ -171,7 +175,6 @@ class Master(Service):
             signal.SIGTTIN: lambda: self.resize(+1),
             signal.SIGTTOU: lambda: self.resize(-1),
         }, at_once=lambda signum: last_resort.on_signal(signum, self.current.site.graceful_timeout, KILL_AFTER))
-        self.reactor.callWhenRunning(self._running)
 
     def _running(self) -> None:
         log.info("master {pid}: starting {n} worker(s)", pid=os.getpid(), n=self.target)
