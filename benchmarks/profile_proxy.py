@@ -11,6 +11,10 @@ serves all proxies.  Targets:
 - ``proxy``:    twisthost ``Proxy`` to the backend;
 - ``hello``:    twisthost ``Resource`` answering 14 bytes (the shared request path);
 - ``redirect``: twisthost ``Redirect`` (the request path with no body and no upstream);
+- ``wsgi``:     twisthost ``WSGI`` of the hello-world app (benchmarks/apps/app.py, 14 bytes);
+- ``static1k``: twisthost ``Static``, one 1 KiB file;
+- ``twistd-wsgi``, ``twistd-static1k``: the same app / file from plain ``twistd web --wsgi`` /
+  ``twistd web --path`` (its access log goes to stdout, as it has no switch to turn it off);
 - ``direct``:   wrk straight at the backend (what the backend alone can do).
 
 Each target runs ``wrk -t1 -cN --latency`` after a warm-up; server CPU per
@@ -68,7 +72,17 @@ SERVICES = {
     "proxy": "Proxy('http://127.0.0.1:{backend}')",
     "hello": "Resource('hello:root')",
     "redirect": "Redirect('http://example.com/')",
+    # queue= covers wrk's 50 connections: the default (2 x threads) would answer some 503.
+    "wsgi": "WSGI('app:app', pythonpath=[{apps!r}], queue=64)",
+    "static1k": "Static({www!r})",
 }
+#: Plain ``twistd web`` peers: target -> its arguments after ``web --listen ...``.
+TWISTD_WEB = {
+    "twistd-wsgi": ["--wsgi", "app.app"],
+    "twistd-static1k": ["--path", "{www}"],
+}
+#: The URL path wrk asks for, per target (default ``/``).
+PATHS = {"static1k": "/1k.bin", "twistd-static1k": "/1k.bin"}
 
 HELLO_MODULE = """\
 from twisted.web.resource import Resource
@@ -176,19 +190,26 @@ def launch(target: str, work: Path, backend: int, baseline: str | None = None) -
         conf.write_text(NGINX_CONF.format(work=work, port=port, backend=backend))
         return Launched([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(work), "-c", str(conf),
                          "-g", "daemon off;"], port, work)
+    www = str(work / "www")
+    if target in TWISTD_WEB:
+        args = [arg.format(www=www) for arg in TWISTD_WEB[target]]
+        return Launched([str(BIN / "twistd"), "-n", "--pidfile=", "web", "--listen",
+                         f"tcp:{port}:interface=127.0.0.1", *args], port, work,
+                        dict(os.environ, PYTHONPATH=str(HERE / "apps")))
+    service = SERVICES[target].format(backend=backend, apps=str(HERE / "apps"), www=www)
     site = work / f"site-{target}.py"
     site.write_text(
-        "from twisthost import Host, Proxy, Redirect, Resource, Site\n\n"
+        "from twisthost import WSGI, Host, Proxy, Redirect, Resource, Site, Static\n\n"
         f"site = Site(listen=['tcp:{port}:interface=127.0.0.1'],\n"
-        f"            default=Host(routes={{'/': {SERVICES[target].format(backend=backend)}}}))\n"
+        f"            default=Host(routes={{'/': {service}}}))\n"
     )
     env = dict(os.environ, PYTHONPATH=baseline) if baseline else None
     return Launched([str(BIN / "twistd"), "-n", "--pidfile=", "twisthost", "--config", str(site)], port, work,
                     env)
 
 
-def measure(server: Launched, options, profile: str | None) -> dict:
-    wrk(server.port, options.warmup, options.connections)
+def measure(server: Launched, options, profile: str | None, path: str = "/") -> dict:
+    wrk(server.port, options.warmup, options.connections, path)
     spy = None
     if profile:
         spy = subprocess.Popen([str(BIN / "py-spy"), "record", "-p", str(server.proc.pid), "-o", profile,
@@ -196,7 +217,7 @@ def measure(server: Launched, options, profile: str | None) -> dict:
                                 *(["-f", "raw"] if not profile.endswith(".svg") else [])],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     user, system = cpu_seconds(server.proc.pid)
-    result = wrk(server.port, options.duration, options.connections)
+    result = wrk(server.port, options.duration, options.connections, path)
     user_after, system_after = cpu_seconds(server.proc.pid)
     result["sys_us"] = (system_after - system) / result["requests"] * 1e6
     result["cpu_us"] = (user_after - user) / result["requests"] * 1e6 + result["sys_us"]
@@ -208,7 +229,8 @@ def measure(server: Launched, options, profile: str | None) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", default="nginx,proxy,hello,redirect",
-                        help="comma-separated: nginx, proxy, hello, redirect, direct")
+                        help="comma-separated: nginx, proxy, hello, redirect, wsgi, static1k, "
+                             "twistd-wsgi, twistd-static1k, direct")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
@@ -221,6 +243,8 @@ def main(argv=None) -> None:
         targets += [f"{t}@base" for t in targets if t in SERVICES]
     work = Path(tempfile.mkdtemp(prefix="profile-proxy-"))
     (work / "hello.py").write_text(HELLO_MODULE)
+    (work / "www").mkdir()
+    (work / "www" / "1k.bin").write_bytes(bytes(range(256)) * 4)
     backend_port = free_port()
     backend = Launched([str(BIN / "gunicorn"), "-w", "2", "-k", "gthread", "--threads", "4",
                         "-b", f"127.0.0.1:{backend_port}", "--chdir", str(HERE / "apps"), "app:app"],
@@ -238,21 +262,21 @@ def main(argv=None) -> None:
                 name, _, base = target.partition("@")
                 server = launch(name, work, backend_port, options.baseline if base else None)
                 try:
-                    spy = profile if target != "nginx" else None
-                    results[target].append(measure(server, options, spy))
+                    spy = profile if name != "nginx" and name not in TWISTD_WEB else None
+                    results[target].append(measure(server, options, spy, PATHS.get(name, "/")))
                     profile = None if spy else profile
                 finally:
                     server.stop()
     finally:
         backend.stop()
     print(f"wrk -t1 -c{options.connections} -d{round(options.duration)}s, {options.rounds} round(s), medians")
-    print(f"{'target':10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11} {'of it sys':>10} {'non-2xx':>8}")
+    print(f"{'target':16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11} {'of it sys':>10} {'non-2xx':>8}")
     for target, rows in results.items():
         def median(key):
             values = sorted(row[key] for row in rows)
             return values[len(values) // 2]
 
-        print(f"{target:10} {median('rps'):8.0f} {median('p50'):8.2f} {median('p99'):8.2f} "
+        print(f"{target:16} {median('rps'):8.0f} {median('p50'):8.2f} {median('p99'):8.2f} "
               f"{median('cpu_us'):11.0f} {median('sys_us'):10.0f} {sum(r['errors'] for r in rows):8d}")
     shutil.rmtree(work, ignore_errors=True)
 

@@ -2,10 +2,10 @@
 
 What this subclass changes, and why:
 
-* Every request head passes :class:`twisthost.http1.HeadReader` before
-  Twisted parses it; hostile or ambiguous input gets a 4xx and a closed
-  connection instead of Twisted's lenient reading, so a smuggled second
-  request is never served.  Over-long lines get 414/431 where Twisted just
+* Every request head passes :class:`twisthost.http1.HeadReader` and is
+  handed to Twisted's request already parsed; hostile or ambiguous input
+  gets a 4xx and a closed connection instead of Twisted's lenient reading,
+  so a smuggled second request is never served.  Over-long lines get 414/431 where Twisted just
   drops the connection.
 * Twisted's single idle timer is restarted by every byte (a client sending
   one byte every 59 s holds a connection forever) and is off while a request
@@ -19,7 +19,10 @@ What this subclass changes, and why:
   and the connection is closed with a short linger (send, half-close, read
   and drop for ``LINGER`` s) so the client can read the answer even when it
   was still sending; a plain close would reset the connection and lose it.
-* Twisted's ``Server: TwistedWeb/<version>`` becomes ``Site(server_header=)``.
+* Output is batched and, when the socket is idle, sent at once (see
+  :meth:`HostChannel.write`): a response costs one ``send`` and no
+  reactor round trip, instead of two buffered writes, two epoll updates and
+  a write event.
 
 Limits are read from the ``Site`` config at each phase, so a reload applies
 to open connections from their next request on.
@@ -29,11 +32,14 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from twisted.internet import tcp
 from twisted.protocols import basic
-from twisted.web import http, server
+from twisted.web import http
+from twisted.web.iweb import INonQueuedRequestFactory
 
-from .http1 import BadRequest, HeadReader, StrictChunkedDecoder
+from .http1 import BadRequest, Head, HeadReader, StrictChunkedDecoder
 from .pages import error_body
+from .request import http_date
 
 LINGER = 2.0  # seconds a refused client may keep sending before the socket is aborted
 
@@ -47,7 +53,7 @@ def error_response(status: int, detail: str, server_header: str | None) -> bytes
         f"Content-Length: {len(body)}",
         "X-Content-Type-Options: nosniff",
         "Connection: close",
-        "Date: " + http.datetimeToString().decode("ascii"),
+        "Date: " + http_date().decode("ascii"),
     ]
     if server_header:
         lines.append(f"Server: {server_header}")
@@ -75,6 +81,11 @@ class HostChannel(http.HTTPChannel):
     phase = "head"
     _head: HeadReader | None = None
     _write_timer = None
+    _timer = None  # the phase timer's DelayedCall, due at or before _deadline
+    _deadline: float | None = None  # reactor time the current phase times out
+    _out: list | None = None  # output held back while a read is handled (see write)
+    _direct = False  # the transport is a plain kernel socket we may send on at once
+    _peer = _host = _secure = None  # per connection, asked for by every request
 
     @property
     def limits(self):
@@ -82,34 +93,117 @@ class HostChannel(http.HTTPChannel):
         return self.site.config
 
     def connectionMade(self):
+        transport = self.transport
+        self._direct = isinstance(transport, tcp.Connection) and not transport.TLS
         self.timeOut = self.limits.header_timeout  # the first head's clock starts at the accept
         super().connectionMade()
         self._expect_head()
 
+    # -- the address and TLS facts of the connection, asked for by every request
+
+    def getPeer(self):
+        """Cached: ``tcp.Connection.getPeer`` builds a new address object per call."""
+        if self._peer is None:
+            self._peer = self.transport.getPeer()
+        return self._peer
+
+    def getHost(self):
+        """Cached: Twisted asks for it in every ``Request.__init__``, a ``getsockname`` each time."""
+        if self._host is None:
+            self._host = self.transport.getHost()
+        return self._host
+
+    def isSecure(self):
+        """Cached: Twisted's answer is a zope interface adaptation per call."""
+        if self._secure is None:
+            self._secure = super().isSecure()
+        return self._secure
+
+    # -- the phase timer
+
+    def setTimeout(self, period):
+        """``TimeoutMixin.setTimeout`` with a lazily moved timer.
+
+        Every request changes the phase timeout three or four times (head,
+        body, none while answering, keep-alive), and Twisted's timer cancels
+        or reschedules a ``DelayedCall`` each time (heap operations, ~15 µs a
+        request).  Here a change only records the new deadline; the one
+        timer is moved only when the deadline comes sooner than it, and when
+        it fires early it re-arms itself for the rest.
+        """
+        previous, self.timeOut = self.timeOut, period
+        self._arm(period)
+        return previous
+
+    def resetTimeout(self):
+        if self._deadline is not None and self.timeOut is not None:
+            self._arm(self.timeOut)
+
+    def _arm(self, period) -> None:
+        timer = self._timer
+        if period is None:
+            self._deadline = None  # a timer still pending finds nothing to do
+        elif timer is None:
+            self._timer = timer = self.callLater(period, self._timer_fired)
+            self._deadline = timer.getTime()
+        else:
+            self._deadline = deadline = timer.seconds() + period
+            if deadline < timer.getTime():
+                timer.reset(period)
+
+    def _timer_fired(self) -> None:
+        timer, self._timer = self._timer, None
+        if self._deadline is None:
+            return
+        left = self._deadline - timer.seconds()
+        if left > 0:
+            self._timer = timer = self.callLater(left, self._timer_fired)
+            return
+        self._deadline = None
+        self.timeoutConnection()
+
     def _expect_head(self) -> None:
-        limits = self.limits
-        self._head = HeadReader(limits)
+        self._head = HeadReader(self.limits)
         self.MAX_LENGTH = self._head.max_line()
-        # Twisted's own head limits stay as loose as the gate's, never stricter.
-        self.maxHeaders = limits.max_headers
-        self.totalHeadersSize = limits.max_request_line + limits.max_header_size
 
     # -- reading
 
     def dataReceived(self, data):
-        if self.phase == "closing":
+        held = self.hold_output()  # not when re-entered from setLineMode: the outer call sends
+        try:
+            self._receive(data)
+        finally:
+            if held:
+                self.send_held()
+
+    def _receive(self, data) -> None:
+        while data:
+            if self.phase == "closing":
+                return
+            if self.phase == "idle":
+                self.phase = "head"
+                self.setTimeout(self.limits.header_timeout)
+            if self.phase == "head" and self.line_mode and not self._buffer and not self._busyReceiving:
+                end = data.find(b"\r\n\r\n")  # a whole head in this read: no line splitting
+                if end > 0:
+                    try:
+                        head = self._head.read_block(data[:end])
+                    except BadRequest as error:
+                        self.reject(error.status, error.detail)
+                        return
+                    if head is not None:
+                        self._start_request(head)
+                        data = data[end + 4:]  # a body, or pipelined requests
+                        continue
+            # Not HTTPChannel.dataReceived: it would restart the timer on every byte.
+            basic.LineReceiver.dataReceived(self, data)
+            if self.phase == "head" and self.line_mode and not self._busyReceiving:
+                # The buffer holds no CRLF now, so any CR or LF in it (but a
+                # trailing CR) is a bare line end: refuse now, not at the timeout.
+                pending = self._buffer
+                if b"\n" in pending or b"\r" in pending[:-1]:
+                    self.reject(400, "Lines must end with CRLF.")
             return
-        if self.phase == "idle":
-            self.phase = "head"
-            self.setTimeout(self.limits.header_timeout)
-        # Not HTTPChannel.dataReceived: it would restart the timer on every byte.
-        basic.LineReceiver.dataReceived(self, data)
-        if self.phase == "head" and self.line_mode and not self._busyReceiving:
-            # The buffer holds no CRLF now, so any CR or LF in it (but a
-            # trailing CR) is a bare line end: refuse now, not at the timeout.
-            pending = self._buffer
-            if b"\n" in pending or b"\r" in pending[:-1]:
-                self.reject(400, "Lines must end with CRLF.")
 
     def lineReceived(self, line):
         if self.phase == "closing":
@@ -121,12 +215,42 @@ class HostChannel(http.HTTPChannel):
         if head is None:
             self.MAX_LENGTH = self._head.max_line()
             return None
+        self._start_request(head)
+        return True if self.phase == "closing" else None
+
+    def _start_request(self, head: Head) -> None:
+        """Make Twisted's request from a judged head, as ``HTTPChannel.lineReceived`` does.
+
+        Twisted's line parser (``lineReceived``, ``headerReceived``) is
+        bypassed: it would split, check and canonicalise again every line
+        :mod:`twisthost.http1` has already judged more strictly, a fifth of
+        the CPU of a small request.  What it does with the result is kept:
+        the request with its headers, the body decoder (our strict chunked
+        one), ``allHeadersReceived``, then the body or the request itself.
+        """
         self._head = None
-        for accepted in head + [b""]:
-            super().lineReceived(accepted)
-            if self.phase == "closing":
-                return True
-        return None
+        factory = self.requestFactory
+        if INonQueuedRequestFactory.providedBy(factory):
+            request = factory(self)
+        else:
+            request = factory(self, len(self.requests))
+        self.requests.append(request)
+        self._command, self._path, self._version = head.method, head.target, head.version
+        add = request.requestHeaders.addRawHeader
+        for name, value in head.headers:
+            add(name, value)
+        if head.chunked:
+            self.length = None
+            self._transferDecoder = StrictChunkedDecoder(request.handleContentChunk, self._finishRequestBody)
+        elif head.length:
+            self.length = head.length
+            self._transferDecoder = http._IdentityTransferDecoder(
+                head.length, request.handleContentChunk, self._finishRequestBody)
+        self.allHeadersReceived()
+        if self.length == 0:
+            self.allContentReceived()
+        else:
+            self.setRawMode()
 
     def lineLengthExceeded(self, line):
         error = self._head.too_long()
@@ -134,9 +258,6 @@ class HostChannel(http.HTTPChannel):
 
     def allHeadersReceived(self):
         super().allHeadersReceived()
-        decoder = self._transferDecoder
-        if type(decoder) is http._ChunkedTransferDecoder:
-            self._transferDecoder = StrictChunkedDecoder(decoder.dataCallback, decoder.finishCallback)
         self.phase = "body"
         self.setTimeout(self.limits.body_timeout)
 
@@ -167,6 +288,7 @@ class HostChannel(http.HTTPChannel):
                        status=status, detail=detail)
         for observer in self.site.refusal_observers:
             observer(status)
+        self.send_held()
         self.transport.write(error_response(status, detail, self.limits.server_header))
         self._networkProducer.unregisterProducer()
         linger_close(self, self.transport)
@@ -187,13 +309,74 @@ class HostChannel(http.HTTPChannel):
     # -- writing
 
     def writeHeaders(self, version, code, reason, headers):
-        if headers.getRawHeaders(b"server") == [server.version]:
-            wanted = self.limits.server_header
-            if wanted:
-                headers.setRawHeaders(b"server", [wanted.encode("ascii")])
-            else:
-                headers.removeHeader(b"server")
-        super().writeHeaders(version, code, reason, headers)
+        """Twisted's, through :meth:`write` (Twisted writes the head straight to the transport)."""
+        head = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                head += (name, b": ", value, b"\r\n")
+        head.append(b"\r\n")
+        self.write(b"".join(head))
+
+    def write(self, data):
+        """Send ``data``; while a read is being handled, hold it until the read is done.
+
+        Twisted's transports buffer every write and send on the next write
+        event: per response that is a write of the head, one of the body,
+        an epoll update to watch for writability, a reactor iteration and an
+        epoll update to stop.  Here everything a read produces (a whole
+        response, or several for pipelined requests) leaves in one piece at
+        the end of ``dataReceived``, and output is sent right away when the
+        transport holds nothing unsent (:meth:`_transmit`).
+        """
+        if self._out is not None:
+            self._out.append(data)
+        else:
+            self._transmit(data)
+
+    def writeSequence(self, iovec):
+        self.write(b"".join(iovec))
+
+    def _send100Continue(self):
+        self.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # in order with held-back output
+
+    def hold_output(self) -> bool:
+        """Hold what is written until :meth:`send_held`, to send it in one piece.
+
+        False when output is held already: only the outer holder sends.
+        """
+        if self._out is not None:
+            return False
+        self._out = []
+        return True
+
+    def send_held(self) -> None:
+        """Send what :meth:`write` held back; before anything else touches the transport."""
+        out, self._out = self._out, None
+        if out:
+            self._transmit(out[0] if len(out) == 1 else b"".join(out))
+
+    def _transmit(self, data: bytes) -> None:
+        """``transport.write``, but straight to the socket when nothing is waiting in front.
+
+        Only on a plain TCP/UNIX transport whose buffers are empty (so the
+        order of bytes is kept) and that is not closing; what the kernel
+        does not take, and every error, goes to ``transport.write``, whose
+        write event sends the rest or reports the error as Twisted always does.
+        """
+        transport = self.transport
+        if (self._direct and not transport.dataBuffer and not transport._tempDataBuffer
+                and transport.connected and not transport.disconnecting
+                and not transport._writeDisconnected and not transport.TLS):
+            sent = transport.writeSomeData(data)
+            if type(sent) is int:
+                if sent == len(data):
+                    return
+                data = data[sent:]
+        transport.write(data)
+
+    def loseConnection(self):
+        self.send_held()
+        super().loseConnection()
 
     def pauseProducing(self):
         """The transport's buffer is full: the client must drain it within ``write_timeout``."""
@@ -217,5 +400,9 @@ class HostChannel(http.HTTPChannel):
             self._write_timer = None
 
     def connectionLost(self, reason):
+        self._out = None
         self._stop_write_timer()
         super().connectionLost(reason)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()  # do not keep a closed connection referenced until it fires
+        self._timer = None

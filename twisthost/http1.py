@@ -6,12 +6,13 @@ already refuses most framing conflicts, but it accepts obs-fold lines,
 control characters other than NUL/CR/LF in values, ``Transfer-Encoding:
 identity``, Transfer-Encoding on HTTP/1.0 and several ``Host`` headers, it
 misroutes absolute-form targets, and it never looks at chunk extensions'
-syntax or at trailer lines.  Rather than fork its parser, the channel
-(:mod:`twisthost.channel`) collects each head with :class:`HeadReader`,
-which enforces the size limits while lines arrive and then checks the whole
-head at once; only a head that passes is replayed into Twisted, so Twisted's
-lenient paths are never reached.  Chunked bodies go through
-:class:`StrictChunkedDecoder`.
+syntax or at trailer lines.  So the channel (:mod:`twisthost.channel`)
+collects each head with :class:`HeadReader`, which enforces the size limits
+while lines arrive (or all at once when the whole head came in one read,
+:meth:`HeadReader.read_block`) and then judges the whole head
+(:func:`check_head`); only a head that passes becomes a Twisted request, as
+a :class:`Head` the channel hands over directly, so Twisted's lenient paths
+are never reached.  Chunked bodies go through :class:`StrictChunkedDecoder`.
 
 Every rejection is a :class:`BadRequest` naming the status to answer; the
 channel then closes the connection, because after a malformed head the byte
@@ -48,13 +49,29 @@ class BadRequest(Exception):
         self.status, self.detail = status, detail
 
 
+class Head:
+    """A judged request head: what Twisted's request needs, in origin form.
+
+    ``length`` is the body's Content-Length, ``None`` for a chunked body
+    (``chunked`` is then true) and 0 when the head declares no body.
+    """
+
+    __slots__ = ("method", "target", "version", "headers", "length", "chunked")
+
+    def __init__(self, method, target, version, headers, length, chunked):
+        self.method, self.target, self.version = method, target, version
+        self.headers: list[tuple[bytes, bytes]] = headers
+        self.length: int | None = length
+        self.chunked: bool = chunked
+
+
 class HeadReader:
     """One request head, fed line by line, with the size limits enforced as it grows.
 
     ``limits`` is the ``Site`` config (``max_request_line``,
     ``max_header_size``, ``max_headers``).  :meth:`feed` takes each line the
     ``LineReceiver`` split off at CRLF and returns ``None`` until the blank
-    line ends the head, then the head's lines as Twisted should see them.
+    line ends the head, then the judged :class:`Head`.
     """
 
     def __init__(self, limits):
@@ -78,7 +95,36 @@ class HeadReader:
             return BadRequest(414, "The request line is too long.")
         return BadRequest(431, "The request header fields are too large.")
 
-    def feed(self, line: bytes) -> list[bytes] | None:
+    def read_block(self, block: bytes) -> Head | None:
+        """The whole head at once: ``block`` is everything before its blank line.
+
+        The common case (a head that arrived in one read and is within the
+        limits) costs a few whole-block checks instead of a call per line.
+        ``None`` means "feed it line by line": a head that breaks a limit,
+        has a bare CR or LF or starts with empty lines takes the line-wise
+        path, which gives the same answer as always; either way the head is
+        judged by :func:`check_head`.
+        """
+        if self.lines:
+            return None
+        limits = self.limits
+        first_end = block.find(b"\r\n")
+        first = block if first_end == -1 else block[:first_end]
+        crlf = block.count(b"\r\n")
+        if (
+            not first
+            or len(first) > limits.max_request_line
+            or len(block) - len(first) > limits.max_header_size
+            or crlf > limits.max_headers
+            or crlf != block.count(b"\r") or crlf != block.count(b"\n")
+        ):
+            return None
+        lines = block.split(b"\r\n")
+        self.lines = lines
+        self.header_bytes = len(block) - len(first)
+        return check_head(lines)
+
+    def feed(self, line: bytes) -> Head | None:
         if b"\r" in line or b"\n" in line:
             raise BadRequest(400, "Lines must end with CRLF.")
         if not self.lines:
@@ -98,28 +144,29 @@ class HeadReader:
         return None
 
 
-def check_head(lines: list[bytes]) -> list[bytes]:
-    """Judge a complete head; return it as Twisted should parse it, or raise BadRequest.
+def check_head(lines: list[bytes]) -> Head:
+    """Judge a complete head (request line, then field lines); raise BadRequest if it fails.
 
-    The result differs from ``lines`` only for an absolute-form target, which
-    becomes origin-form (Twisted would route ``http://host/x`` as a path).
+    An absolute-form target becomes origin-form (Twisted would route
+    ``http://host/x`` as a path).
     """
     method, target, version = request_line(lines[0])
+    headers = [header_field(line) for line in lines[1:]]
     fields: dict[bytes, list[bytes]] = {}
-    for line in lines[1:]:
-        name, value = header_field(line)
+    for name, value in headers:
         fields.setdefault(name.lower(), []).append(value)
-    _check_framing(fields, version)
+    chunked = _check_framing(fields, version)
     host = _check_host(fields, version)
     if target == b"*":
         if method != b"OPTIONS":
             raise BadRequest(400, "The target * is only for OPTIONS.")
     elif not target.startswith(b"/"):
-        path, authority = _origin_form(target, host)
-        lines = [b" ".join((method, path, version))] + lines[1:]
+        target, authority = _origin_form(target, host)
         if host is None:  # HTTP/1.0 without Host: the target names the host
-            lines.append(b"Host: " + authority)
-    return lines
+            headers.append((b"Host", authority))
+    lengths = fields.get(b"content-length")
+    length = None if chunked else int(lengths[0]) if lengths else 0
+    return Head(method, target, version, headers, length, chunked)
 
 
 def request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
@@ -149,8 +196,11 @@ def header_field(line: bytes) -> tuple[bytes, bytes]:
     return name, value
 
 
-def _check_framing(fields: dict, version: bytes) -> None:
-    """One unambiguous body length: RFC 9112 6.1 and 6.3, without the lenient options."""
+def _check_framing(fields: dict, version: bytes) -> bool:
+    """One unambiguous body length: RFC 9112 6.1 and 6.3, without the lenient options.
+
+    True when the body is chunked.
+    """
     lengths = fields.get(b"content-length", ())
     codings = fields.get(b"transfer-encoding", ())
     if len(lengths) > 1:
@@ -164,6 +214,8 @@ def _check_framing(fields: dict, version: bytes) -> None:
             raise BadRequest(400, "Content-Length and Transfer-Encoding together.")
         if len(codings) > 1 or codings[0].lower() != b"chunked":
             raise BadRequest(400, "Only 'Transfer-Encoding: chunked' is accepted.")
+        return True
+    return False
 
 
 def _check_host(fields: dict, version: bytes) -> str | None:

@@ -1,4 +1,4 @@
-"""The request class: Twisted's, minus the error pages it writes itself.
+"""The request class: Twisted's, minus the error pages it writes itself, with cheaper defaults.
 
 ``twisted.web.server.Request`` answers a failing resource with an HTML page
 (a traceback when ``displayTracebacks`` is on), an unsupported method with
@@ -6,14 +6,64 @@ an HTML 405/501 that echoes the method, and a resource that returns a
 non-bytes body with a page quoting ``repr()`` of the request and resource.
 Here each becomes the uniform plain-text page of :mod:`twisthost.pages`, and
 the details go to the log only.
+
+:class:`DefaultHeadersRequest` sets the ``Server`` and ``Date`` headers
+every response carries without Twisted's per-request costs.
 """
 
 from __future__ import annotations
 
-from twisted.web import server
+import time
+
+from twisted.python import failure
+from twisted.web import resource, server
 from twisted.web.error import UnsupportedMethod
+from twisted.web.http import datetimeToString
 
 from .pages import write_error
+
+_date: tuple[int, bytes] = (0, b"")
+
+
+def http_date() -> bytes:
+    """The ``Date`` header value for now, formatted at most once a second."""
+    global _date
+    now = int(time.time())
+    if now != _date[0]:
+        _date = (now, datetimeToString(now))  # one tuple: safe to read from any thread
+    return _date[1]
+
+
+class DefaultHeadersRequest(server.Request):
+    def process(self):
+        """Twisted's ``Request.process`` with its two default headers made cheap.
+
+        Twisted formats ``Date`` anew for every request (~5 µs) and sets
+        ``Server: TwistedWeb/<version>``, which then had to be found and
+        replaced when the head was written.  Here ``Date`` comes from
+        :func:`http_date` and ``Server`` is ``Site(server_header=)`` (or
+        absent) from the start; the rest is Twisted's method unchanged.
+        """
+        site = self.site = self.channel.site
+        headers = self.responseHeaders
+        server_header = getattr(site, "server_header", None)
+        if server_header:
+            headers.setRawHeaders(b"server", [server_header])
+        headers.setRawHeaders(b"date", [http_date()])
+        self.prepath = []
+        self.postpath = list(map(server.unquote, self.path[1:].split(b"/")))
+        if self.path == b"*":
+            self._handleStar()
+            return
+        try:
+            resrc = site.getResourceFor(self)
+            if resource._IEncodingResource.providedBy(resrc):
+                encoder = resrc.getEncoder(self)
+                if encoder is not None:
+                    self._encoder = encoder
+            self.render(resrc)
+        except BaseException:
+            self.processingFailed(failure.Failure())
 
 
 class SafeErrorsRequest(server.Request):

@@ -17,11 +17,11 @@ from .channel import HostChannel
 from .config import Site
 from .graceful import Connections
 from .limits import ConnectionSlots, fit_open_files
-from .request import SafeErrorsRequest
+from .request import DefaultHeadersRequest, SafeErrorsRequest
 
 
-class HostRequest(BodyLimitRequest, SafeErrorsRequest):
-    """Every request: service body limits, and error pages without internals."""
+class HostRequest(BodyLimitRequest, SafeErrorsRequest, DefaultHeadersRequest):
+    """Every request: service body limits, error pages without internals, cheap default headers."""
 
 
 class HostConnection(http._GenericHTTPChannelProtocol):
@@ -58,6 +58,12 @@ class HostSite(server.Site):
 
     def protocol(self):
         return HostConnection(HostChannel())
+
+    @property
+    def server_header(self) -> bytes | None:
+        """The ``Server`` header value every response gets, from the config in force."""
+        value = self.config.server_header
+        return value.encode("ascii") if value else None
 
     def buildProtocol(self, addr):
         refusal = self.slots.admit(addr, self.config)

@@ -55,13 +55,32 @@ class HostTable(Generic[T]):
         return self.default
 
 
+#: Host header value -> its normalised name (or None), for the few distinct
+#: values a server sees; bounded, since the values are client-chosen.
+_HOST_NAMES: dict[bytes, str | None] = {}
+_HOST_NAMES_MAX = 1024
+
+
 def host_from_header(value: bytes | None) -> str | None:
     """The normalised name in a Host header, or None when it is malformed.
 
     Strips the port and one trailing dot, lower-cases, unwraps IPv6 literals.
+    Asked twice per request (the head check, then routing) for a handful of
+    distinct values, so answers are remembered.
     """
     if value is None:
         return None
+    try:
+        return _HOST_NAMES[value]
+    except KeyError:
+        pass
+    name = _parse_host(value)
+    if len(_HOST_NAMES) < _HOST_NAMES_MAX:
+        _HOST_NAMES[value] = name
+    return name
+
+
+def _parse_host(value: bytes) -> str | None:
     try:
         text = value.decode("ascii").strip()
     except UnicodeDecodeError:
@@ -98,17 +117,22 @@ class RouteTable:
         self.label = label  # the host's name in logs and metrics
         self.access_log = access_log
         self.routes = sorted(
-            ((_segments(prefix), resource) for prefix, resource in routes.items()),
+            ((_segments(prefix), resource, "/" + prefix.strip("/")) for prefix, resource in routes.items()),
             key=lambda item: len(item[0]),
             reverse=True,
         )
 
     def match(self, segments: list[bytes]) -> tuple[Resource, int] | None:
         """The resource for a request path and how many segments its prefix took."""
-        for prefix, resource in self.routes:
+        found = self.match_route(segments)
+        return found[:2] if found else None
+
+    def match_route(self, segments: list[bytes]) -> tuple[Resource, int, str] | None:
+        """Like :meth:`match`, with the route's label for logs and metrics (its prefix)."""
+        for prefix, resource, label in self.routes:
             size = len(prefix)
             if segments[:size] == prefix:
-                return resource, size
+                return resource, size, label
         return None
 
 
@@ -184,15 +208,11 @@ class VirtualHosts(Resource):
             answer = table.guard(request, name)
             if answer is not None:
                 return answer
-        segments = _without_trailing_slash(request.postpath)
-        found = table.match(segments)
+        found = table.match_route(_without_trailing_slash(request.postpath))
         if found is None:
             return _NO_ROUTE
-        resource, size = found
-        request.notes = RequestNotes(
-            table.label, "/" + "/".join(p.decode("utf-8", "replace") for p in segments[:size]),
-            time.monotonic(), request_id(request), table.access_log,
-        )
+        resource, size, route = found
+        request.notes = RequestNotes(table.label, route, time.monotonic(), request_id(request), table.access_log)
         request.prepath.extend(request.postpath[:size])
         del request.postpath[:size]
         return getChildForRequest(resource, request)
