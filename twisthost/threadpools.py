@@ -79,7 +79,11 @@ class ReactorMailbox:
 class PoolStats:
     """Numbers of one pool, read by metrics and the status page.
 
-    ``busy`` and ``queued`` are current values; the rest count up from start.
+    ``threads``, ``busy`` and ``queued`` are current values; the rest count
+    up from start.  Each counter has one writer side: ``accepted`` and
+    ``rejected`` the reactor thread, ``started`` and ``completed`` the pool
+    threads (under the pool's lock), so handing a job over takes no lock the
+    pool threads also take.
     """
 
     def __init__(self, name: str, threads: int, queue_limit: int):
@@ -87,14 +91,23 @@ class PoolStats:
         self.max_threads = threads
         self.queue_limit = queue_limit
         self.threads = 0  # started and alive
-        self.busy = 0  # running a job
-        self.queued = 0  # accepted, waiting for a thread
         self.accepted = 0
+        self.started = 0  # taken from the queue by a thread
         self.completed = 0
         self.rejected = 0  # refused because threads + queue were all taken (503)
         self.timeouts = 0  # requests answered 504 past their deadline
         self.queue_wait_total = 0.0  # seconds, summed over started jobs
         self.queue_wait_max = 0.0
+
+    @property
+    def busy(self) -> int:
+        """Jobs running now."""
+        return self.started - self.completed
+
+    @property
+    def queued(self) -> int:
+        """Jobs accepted and waiting for a thread."""
+        return self.accepted - self.started
 
 
 class WorkerPool(Service):
@@ -127,20 +140,14 @@ class WorkerPool(Service):
     def submit(self, job) -> bool:
         """Queue ``job``; False (and nothing queued) when the pool is full or stopping."""
         stats = self.stats
-        if (
-            not self.running
-            or self._stopping
-            or stats.busy + stats.queued >= stats.max_threads + stats.queue_limit
-        ):
+        outstanding = stats.accepted - stats.completed  # busy + queued
+        if not self.running or self._stopping or outstanding >= stats.max_threads + stats.queue_limit:
             stats.rejected += 1
             return False
         job.queued_at = time.monotonic()
-        with self._lock:
-            stats.queued += 1
-            stats.accepted += 1
-            idle = stats.threads - stats.busy - stats.queued
-        if idle < 0 and stats.threads < stats.max_threads:
-            self._spawn()
+        stats.accepted += 1
+        if outstanding >= stats.threads and stats.threads < stats.max_threads:
+            self._spawn()  # no idle thread for this job
         self._jobs.put(job)
         return True
 
@@ -203,8 +210,7 @@ class WorkerPool(Service):
                 break
             wait = time.monotonic() - job.queued_at
             with lock:
-                stats.queued -= 1
-                stats.busy += 1
+                stats.started += 1
                 stats.queue_wait_total += wait
                 if wait > stats.queue_wait_max:
                     stats.queue_wait_max = wait
@@ -214,6 +220,5 @@ class WorkerPool(Service):
             except BaseException:
                 log.failure("pool {pool}: job {job!r} failed", pool=self.label, job=job)
             with lock:
-                stats.busy -= 1
                 stats.completed += 1
         self.mailbox.post(self._thread_exited, threading.current_thread())
