@@ -211,5 +211,5 @@ def test_config_mistakes_point_at_the_line(tmp_path, option, message):
             {option},
         )
     """)
-    assert f"site.py:3" in text
+    assert "site.py:3" in text
     assert message in text

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from hardening_support import exchange, read_until_closed, responses, start
+from hardening_support import read_until_closed, responses, start
 
 MIB = 1 << 20
 

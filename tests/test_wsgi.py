@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -80,7 +78,7 @@ def test_flask_under_a_prefix_sees_script_name_and_builds_urls_with_it(server):
     assert (status, body) == (200, b"hello from flask")
     where = get_json(server, "/flask/where?x=1")
     assert where["script_name"] == "/flask" and where["path_info"] == "/where"
-    assert where["url"] == f"http://app.test/flask/where"
+    assert where["url"] == "http://app.test/flask/where"
     assert where["remote_addr"] == "127.0.0.1" and where["scheme"] == "http"
 
 
