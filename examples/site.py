@@ -43,7 +43,6 @@ site = Site(
                         cache={"*.css": "max-age=86400"}),
             "/files": Static("static/files", listing=True),
         }),
-        # A wildcard: any other name under .localhost goes to the app.
         # A Flask app (examples/wsgi_demo.py, docs/wsgi.md) on 4 threads, a queue of 8 and a
         # 3 s deadline:  curl http://wsgi.localhost:8080/stream ; curl http://wsgi.localhost:8080/slow?s=5
         # Its /download/<name> answers X-Accel-Redirect; the internal Static (examples/private, 404
@@ -52,6 +51,7 @@ site = Site(
             "/": WSGI("wsgi_demo:app", threads=4, queue=8, timeout=3),
             "/protected": Static("private", internal=True),
         }),
+        # A wildcard: any other name under .localhost goes to the app.
         Host("*.localhost", Redirect("http://app.localhost:8080")),
     ],
     # Requests for names no host claims (e.g. http://127.0.0.1:8080/).
