@@ -180,7 +180,7 @@ def stop_by(service, deadline: float, reactor) -> defer.Deferred:
     waited: defer.Deferred = defer.Deferred()
 
     def give_up():
-        log.warn("graceful timeout: not waiting any longer for {service} to stop", service=service)
+        log.warn("graceful timeout: not waiting any longer for thread pools and other services to stop")
         waited.callback(None)
 
     timer = reactor.callLater(max(0.0, deadline - reactor.seconds()), give_up)
