@@ -463,3 +463,21 @@ def test_file_changes_are_seen_at_once(tree, server):
     path.write_bytes(b"two!")
     second = get(server, "/changing.txt")
     assert (first[2], second[2]) == (b"one", b"two!") and first[1]["ETag"] != second[1]["ETag"]
+
+
+def test_same_size_rewrites_are_seen_fresh_and_settled(tree, server):
+    """Small bodies are cached per (inode, mtime, ctime, size); none may go stale."""
+    path = tree / "www" / "same-size.txt"
+    path.write_bytes(b"AAAA")
+    fresh = get(server, "/same-size.txt")[2]
+    path.write_bytes(b"BBBB")  # likely inside the same file-time tick: must not be cached yet
+    assert (fresh, get(server, "/same-size.txt")[2]) == (b"AAAA", b"BBBB")
+    time.sleep(2.2)  # past staticfile.FactsCache.SETTLE: now cached
+    assert [get(server, "/same-size.txt")[2] for _ in range(2)] == [b"BBBB", b"BBBB"]
+    path.write_bytes(b"CCCC")
+    assert get(server, "/same-size.txt")[2] == b"CCCC"
+    replacement = tree / "www" / "same-size.new"
+    replacement.write_bytes(b"DDDD")
+    os.replace(replacement, path)
+    status, headers, body = get(server, "/same-size.txt", method="HEAD")
+    assert (status, headers["Content-Length"], get(server, "/same-size.txt")[2]) == (200, "4", b"DDDD")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import re
 from collections import OrderedDict
+from functools import lru_cache
 
 #: Content-Coding name -> sidecar file suffix.
 SIDECAR_SUFFIX = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
@@ -27,8 +28,12 @@ def is_compressible(content_type: str) -> bool:
     return bool(_COMPRESSIBLE.match(content_type))
 
 
+@lru_cache(maxsize=256)  # clients send a handful of distinct values; parsing is ~10 µs
 def accepted_codings(header: bytes | None) -> dict[str, float]:
-    """Parse ``Accept-Encoding`` into ``{coding: q}``; malformed items are skipped."""
+    """Parse ``Accept-Encoding`` into ``{coding: q}``; malformed items are skipped.
+
+    The dict is shared between calls with the same header: read it, never change it.
+    """
     result: dict[str, float] = {}
     if not header:
         return result

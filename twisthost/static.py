@@ -7,21 +7,24 @@ refuses every traversal form, and walks the names with ``lstat``; a symlink
 on the way sends the path through ``realpath`` and a check that it is still
 inside ``root``, all before anything is opened.  Then it
 decides between file, index, listing, fallback and 404, and hands the file
-to :class:`twisthost.staticfile.FileResponse` for the HTTP side.
+and the stat it made to :func:`twisthost.staticfile.render_file` for the
+HTTP side.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 from twisted.web import static
 from twisted.web.resource import Resource
 
 from .pages import write_error
-from .staticfile import FileOptions, FileResponse
+from .staticfile import FileOptions, render_file
 
 _METHODS = (b"GET", b"HEAD")
+_UNSAFE = re.compile(r"[/\\\0]")  # in a decoded name: a separator, or NUL
 
 
 class BadPath(Exception):
@@ -69,7 +72,7 @@ class StaticResource(Resource):
                 return self.add_slash(request)
             return self.folder(request, path, names)
         if st is not None and stat.S_ISREG(st.st_mode) and not (wants_folder and names):
-            return FileResponse(path, "/".join(names), self.options).render(request)
+            return render_file(request, path, "/".join(names), st, self.options)
         return self.missing(request, names)
 
     def names(self, segments: list[bytes]) -> list[str] | None:
@@ -82,7 +85,7 @@ class StaticResource(Resource):
                 name = segment.decode("utf-8")
             except UnicodeDecodeError:
                 raise BadPath() from None
-            if name in (".", "..") or any(c in name for c in "/\\\0"):
+            if name in (".", "..") or _UNSAFE.search(name):
                 raise BadPath()
             if self.hidden(name):
                 return None
@@ -125,7 +128,7 @@ class StaticResource(Resource):
         for index in self.config.index:
             found = self.resolve(names + [index])
             if found and found[1] is not None and stat.S_ISREG(found[1].st_mode):
-                return FileResponse(found[0], "/".join(names + [index]), self.options).render(request)
+                return render_file(request, found[0], "/".join(names + [index]), found[1], self.options)
         if self.config.listing:
             request.setHeader(b"x-content-type-options", b"nosniff")
             visible = [
@@ -142,7 +145,7 @@ class StaticResource(Resource):
         looks_like_file = bool(names) and "." in names[-1]
         if fallback and (self.config.fallback_assets or not looks_like_file):
             relpath = os.path.relpath(fallback, self.root).replace(os.sep, "/")
-            return FileResponse(fallback, relpath, self.options).render(request)
+            return render_file(request, fallback, relpath, _stat(fallback), self.options)
         return self.not_found(request)
 
     def not_found(self, request):

@@ -13,8 +13,12 @@ for TLS and HTTP/2), and fixes or replaces what falls short:
   ``application/gzip``, not a gzip-encoded tar);
 - bodies: small files in one write, big ones through ``sendfile(2)``.
 
-A ``FileResponse`` is made per request by :mod:`twisthost.static` after it
-has resolved the path safely; nothing here looks at the URL.
+:func:`render_file` is the entry point, called by :mod:`twisthost.static`
+after it has resolved the path safely (nothing here looks at the URL).  The
+common request, a whole small file in identity coding, is answered from
+:class:`FileFacts` cached per file version: headers formatted and bytes read
+once, validated per request by the ``stat`` the path walk already made.
+Anything else (ranges, content-coding, big files) gets a ``FileResponse``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import mimetypes
 import os
 import re
 import stat
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from twisted.web import server, static
 # Bound at import: each attribute lookup on the ``twisted.web.http`` module
@@ -35,7 +40,7 @@ from .compression import SIDECAR_SUFFIX, GzipCache, choose_coding, is_compressib
 from .pages import write_error
 from .sendfile import SendfileProducer, can_sendfile
 
-SMALL = 64 * 1024  # bodies up to this size are read and written in one go
+SMALL = 64 * 1024  # bodies up to this size are read and written in one go (and may be cached)
 MAX_RANGES = 16  # more ranges than this are ignored (200), as nginx's max_ranges
 
 _TYPES = {
@@ -75,6 +80,7 @@ class FileOptions:
     gzip: GzipCache | None
     gzip_min_size: int
     sendfile_min_size: int | None
+    facts: "FactsCache" = field(default_factory=lambda: FactsCache())
 
     @classmethod
     def from_config(cls, config) -> "FileOptions":
@@ -105,6 +111,136 @@ class FileOptions:
 
 def make_etag(st: os.stat_result) -> bytes:
     return b'"%x-%x-%x"' % (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def version(st: os.stat_result) -> tuple:
+    """What changes when a file's bytes or access do: a write (mtime, size), a
+    replacement (inode), a chmod/chown/rename (ctime)."""
+    return st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size
+
+
+def file_headers(options: FileOptions, content_type: str, relpath: str, coding: str | None,
+                 etag: bytes, mtime: int, ranges: bool) -> list[tuple[bytes, bytes]]:
+    """A file response's representation headers, in the order they are set.
+
+    Cache-Control is last on purpose: :func:`set_file_headers` skips it when
+    the response has one already.
+    """
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"etag", etag),
+        (b"last-modified", datetimeToString(mtime)),
+    ]
+    if is_compressible(content_type):
+        headers.append((b"vary", b"Accept-Encoding"))
+    if coding is not None:
+        headers.append((b"content-encoding", coding.encode()))
+    if ranges:
+        headers.append((b"accept-ranges", b"bytes"))
+    cache_control = options.cache_control(relpath)
+    if cache_control:
+        headers.append((b"cache-control", cache_control.encode()))
+    return headers
+
+
+def set_file_headers(request, headers: list[tuple[bytes, bytes]]) -> None:
+    set_header = request.setHeader
+    for name, value in headers:
+        # An application's own Cache-Control, kept through X-Accel-Redirect, is
+        # more specific than the mount's.
+        if name == b"cache-control" and request.responseHeaders.hasHeader(name):
+            continue
+        set_header(name, value)
+
+
+class FileFacts:
+    """One version of one file: its identity-coded headers, and its bytes if small."""
+
+    __slots__ = ("version", "type", "compressible", "etag", "mtime", "size", "headers", "body")
+
+    def __init__(self, options: FileOptions, path: str, relpath: str, st: os.stat_result):
+        self.version = version(st)
+        self.type = options.content_type(os.path.basename(path))
+        self.compressible = is_compressible(self.type)
+        self.etag, self.mtime, self.size = make_etag(st), int(st.st_mtime), st.st_size
+        self.headers = file_headers(options, self.type, relpath, None, self.etag, self.mtime, True)
+        self.body = None
+
+
+class FactsCache:
+    """:class:`FileFacts` per path, trusted only while the path's stat ``version`` matches.
+
+    Bounded in entries and in cached body bytes; the oldest entry goes first
+    (insertion order: no per-hit bookkeeping, which would cost more than it
+    saves for the small working sets static sites have).
+    """
+
+    MAX_ENTRIES = 4096
+    MAX_BODY_BYTES = 16 * 1024 * 1024
+    #: Seconds a file must be left alone before its bytes are cached.  File
+    #: times tick coarsely (a few ms), so a same-size rewrite right after a
+    #: read can keep its version; a file that changed this recently is read
+    #: per request instead (git's "racy clean" entries, same cure).
+    SETTLE = 2.0
+
+    def __init__(self):
+        self.entries: dict[tuple[str, str], FileFacts] = {}
+        self.body_bytes = 0
+
+    def get(self, options: FileOptions, path: str, relpath: str, st: os.stat_result) -> FileFacts:
+        key = (path, relpath)  # relpath too: Cache-Control rules match the URL's name
+        facts = self.entries.get(key)
+        if facts is not None and facts.version == version(st):
+            return facts
+        facts = FileFacts(options, path, relpath, st)
+        limit = options.sendfile_min_size
+        if st.st_size <= SMALL and (limit is None or st.st_size < limit):
+            if time.time() - max(st.st_mtime, st.st_ctime) < self.SETTLE:
+                return facts  # not cached yet, body and all: see SETTLE
+            facts.body = _read_version(path, facts.version)
+        self._put(key, facts)
+        return facts
+
+    def _put(self, key: tuple[str, str], facts: FileFacts) -> None:
+        old = self.entries.pop(key, None)
+        if old is not None and old.body is not None:
+            self.body_bytes -= len(old.body)
+        while self.entries and (len(self.entries) >= self.MAX_ENTRIES or self.body_bytes > self.MAX_BODY_BYTES):
+            evicted = self.entries.pop(next(iter(self.entries)))
+            if evicted.body is not None:
+                self.body_bytes -= len(evicted.body)
+        self.entries[key] = facts
+        if facts.body is not None:
+            self.body_bytes += len(facts.body)
+
+
+def _read_version(path: str, expected: tuple) -> bytes | None:
+    """The file's bytes if it is still the ``expected`` version once open, else None."""
+    try:
+        with open(path, "rb") as file:
+            if version(os.fstat(file.fileno())) != expected:
+                return None
+            return file.read()
+    except OSError:
+        return None  # unreadable: FileResponse answers 403/404
+
+
+def render_file(request, path: str, relpath: str, st: os.stat_result | None, options: FileOptions):
+    """Answer ``request`` with the file at ``path``; ``st`` is its stat made for this request."""
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return FileResponse(path, relpath, options).render(request)  # its 403/404
+    facts = options.facts.get(options, path, relpath, st)
+    body = facts.body
+    if (body is None or request.getHeader(b"range") is not None
+            or (facts.compressible and request.getHeader(b"accept-encoding"))):
+        return FileResponse(path, relpath, options).render(request)
+    set_file_headers(request, facts.headers)
+    status = precondition(request, facts.etag, facts.mtime)
+    if status is not None:
+        return answer_precondition(request, status)
+    request.setHeader(b"content-length", b"%d" % facts.size)
+    return b"" if request.method == b"HEAD" else body
 
 
 def _all(request, name: bytes) -> bytes | None:
@@ -153,6 +289,14 @@ def precondition(request, etag: bytes, mtime: int) -> int | None:
         if since is not None and mtime <= since:
             return 304
     return None
+
+
+def answer_precondition(request, status: int):
+    if status == 304:  # finished here: Request.render would add Content-Length: 0
+        request.setResponseCode(304)
+        request.finish()
+        return server.NOT_DONE_YET
+    return write_error(request, 412, "Precondition failed.")
 
 
 def if_range_allows(request, etag: bytes, mtime: int) -> bool:
@@ -239,11 +383,7 @@ class FileResponse(static.File):
         status = precondition(request, etag, mtime)
         if status is not None:
             file.close()
-            if status == 304:  # finished here: Request.render would add Content-Length: 0
-                request.setResponseCode(304)
-                request.finish()
-                return server.NOT_DONE_YET
-            return write_error(request, 412, "Precondition failed.")
+            return answer_precondition(request, status)
         if request.method == b"HEAD" or body is not None:
             file.close()
             request.setHeader(b"content-length", b"%d" % self.size)
@@ -285,20 +425,8 @@ class FileResponse(static.File):
         )
 
     def _set_headers(self, request, coding, etag: bytes, mtime: int, ranges: bool) -> None:
-        request.setHeader(b"content-type", self.type.encode())
-        request.setHeader(b"x-content-type-options", b"nosniff")
-        request.setHeader(b"etag", etag)
-        request.setHeader(b"last-modified", datetimeToString(mtime))
-        if is_compressible(self.type):
-            request.setHeader(b"vary", b"Accept-Encoding")
-        if coding is not None:
-            request.setHeader(b"content-encoding", coding.encode())
-        if ranges:
-            request.setHeader(b"accept-ranges", b"bytes")
-        cache_control = self.options.cache_control(self.relpath)
-        # An application's own, kept through X-Accel-Redirect, is more specific than the mount's.
-        if cache_control and not request.responseHeaders.hasHeader(b"cache-control"):
-            request.setHeader(b"cache-control", cache_control.encode())
+        set_file_headers(request, file_headers(self.options, self.type, self.relpath, coding,
+                                               etag, mtime, ranges))
 
     def _send_ranges(self, request, file, etag: bytes, mtime: int):
         """200, 206 (one range or multipart/byteranges) or 416, with the body."""
