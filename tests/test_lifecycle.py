@@ -205,7 +205,7 @@ def test_term_with_wsgi_finishes_in_flight_requests_and_cuts_a_stuck_thread(serv
     term_with_in_flight_and_stuck(server, 2, "/?s=1", "/?s=3600")  # a thread sleeps "forever"
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])  # 2: two worker starts
 def test_long_wsgi_stream_spans_a_reload(serve, tmp_path, workers):
     server = serve(f"""
         from twisthost import Site, WSGI
