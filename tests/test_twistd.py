@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -125,11 +126,18 @@ def nobody_can_run_python() -> bool:
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 
 
-def start_as_nobody(workers: int) -> tuple[subprocess.Popen, Path, int]:
+@pytest.fixture
+def folder():
+    """A folder nobody can read and write (tmp_path's parents are closed to others)."""
+    path = Path(tempfile.mkdtemp(prefix="twisthost-uid-"))
+    os.chown(path, pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("nobody").pw_gid)
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def start_as_nobody(folder: Path, workers: int) -> tuple[subprocess.Popen, int]:
     """twistd started as root with --uid/--gid nobody on a privileged port."""
-    folder = Path(tempfile.mkdtemp(prefix="twisthost-uid-"))  # unlike tmp_path, reachable by nobody
-    os.chown(folder, pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("nobody").pw_gid)
-    folder.chmod(0o755)
     port = privileged_port()
     config = site_for(folder, f"tcp:{port}:interface=127.0.0.1", workers)
     with open(folder / "twistd.log", "wb") as log:
@@ -137,16 +145,16 @@ def start_as_nobody(workers: int) -> tuple[subprocess.Popen, Path, int]:
             [TWISTD, "-n", "--pidfile=", "--uid=nobody", "--gid=nogroup", "twisthost", "--config", str(config)],
             cwd=folder, stdout=log, stderr=subprocess.STDOUT,
         )
-    return proc, folder, port
+    return proc, port
 
 
 @needs_root
 @pytest.mark.parametrize("workers", [1, 2])
-def test_uid_gid_drop_privileges_after_binding_a_privileged_port(workers):
+def test_uid_gid_drop_privileges_after_binding_a_privileged_port(folder, workers):
     if workers > 1 and not nobody_can_run_python():
         pytest.skip("nobody cannot execute this interpreter, so cannot start workers (see the next test)")
     nobody = pwd.getpwnam("nobody").pw_uid
-    proc, folder, port = start_as_nobody(workers)
+    proc, port = start_as_nobody(folder, workers)
     try:
         wait_for_port(port, proc)
         if workers > 1:
@@ -161,10 +169,10 @@ def test_uid_gid_drop_privileges_after_binding_a_privileged_port(workers):
 
 
 @needs_root
-def test_a_worker_that_cannot_be_started_is_retried_and_stop_stays_clean():
+def test_a_worker_that_cannot_be_started_is_retried_and_stop_stays_clean(folder):
     if nobody_can_run_python():
         pytest.skip("nobody can execute this interpreter here: workers start (see the test above)")
-    proc, folder, port = start_as_nobody(workers=2)
+    proc, port = start_as_nobody(folder, workers=2)
     log = folder / "twistd.log"
     try:
         wait_for_port(port, proc)  # the master bound it; no worker can start to answer
