@@ -70,6 +70,10 @@ class Connections:
 
         protocol.connectionLost = connection_lost
 
+    def in_flight(self) -> int:
+        """Requests (HTTP/1.1) and streams (HTTP/2) under way now; the metrics' gauge."""
+        return sum(len(_in_progress(protocol)) for protocol in list(self.open))
+
     def request_started(self, request) -> None:
         self.requests += 1
         if self._draining:

@@ -136,7 +136,7 @@ class HostService(MultiService):
         self.factory.connections.request_observers.append(self._request_hooks)
         self.metrics = Metrics()  # lives across reloads; the observer is per config
         self.observer = RequestObserver(prepared.context, self.metrics)
-        self.factory.connections.request_observers.append(self.metrics.started)
+        self.metrics.watch(self.factory.connections)
         self.factory.finish_observers.append(lambda request: self.observer.finished(request))
         self.factory.refusal_observers.append(lambda status: self.metrics.refused.labels(str(status)).inc())
         state = AdminState(self.metrics, lambda: self.current, prepared.site.admin_token)

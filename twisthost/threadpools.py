@@ -8,10 +8,16 @@ wake-up each), and ``stop()`` joins threads from the reactor thread, which is
 how ``twistd web --wsgi`` deadlocks on SIGTERM while requests are in flight.
 
 So a :class:`WorkerPool` is a ``twisted.application`` service around plain
-threads fed from a ``SimpleQueue``:
+threads fed from a deque:
 
 - ``submit`` refuses work once ``threads + queue`` jobs are outstanding, so
   the caller can answer 503 at once;
+- a burst wakes as few threads as it can: a thread that finishes a job takes
+  the next queued one without sleeping, and ``submit`` wakes a parked thread
+  only when no thread is awake.  Waking a second thread for a GIL-bound
+  hello world costs two futex calls and a GIL hand-off per request and buys
+  nothing; so more threads are woken only when queued jobs see no progress
+  for ``STALL`` seconds (the awake threads block: sleep, I/O, a database);
 - threads hand results back through a :class:`ReactorMailbox`, which wakes
   the reactor once per batch instead of once per call;
 - ``stopService`` lets queued jobs finish and returns a Deferred that fires
@@ -25,7 +31,6 @@ Pool numbers live on :class:`PoolStats` as plain attributes for metrics.
 from __future__ import annotations
 
 import collections
-import queue
 import sys
 import threading
 import time
@@ -40,6 +45,11 @@ log = Logger()
 #: Seconds a stopping pool waits for its threads.  By then the site's graceful
 #: drain has already waited for in-flight requests, so only stuck threads remain.
 STOP_GRACE = 2.0
+
+#: Seconds queued jobs may wait with no job started before more threads are
+#: woken.  Longer than the GIL's switch interval (5 ms), so a thread that is
+#: merely waiting for the GIL is not taken for a blocked one.
+STALL = 0.01
 
 _STOP = object()
 
@@ -82,8 +92,7 @@ class PoolStats:
     ``threads``, ``busy`` and ``queued`` are current values; the rest count
     up from start.  Each counter has one writer side: ``accepted`` and
     ``rejected`` the reactor thread, ``started`` and ``completed`` the pool
-    threads (under the pool's lock), so handing a job over takes no lock the
-    pool threads also take.
+    threads (under the pool's lock).
     """
 
     def __init__(self, name: str, threads: int, queue_limit: int):
@@ -123,8 +132,13 @@ class WorkerPool(Service):
         self.stats = PoolStats(name, threads, queue_limit)
         self.mailbox = ReactorMailbox(reactor)
         self._reactor = reactor
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        # Guarded by _lock: the queue, the parked threads and how many are awake.
         self._lock = threading.Lock()
+        self._jobs: collections.deque = collections.deque()
+        self._parked: list[threading.Lock] = []  # each held while its thread sleeps on it
+        self._awake = 0  # threads running a job or about to look for one
+        self._stall_check = None  # the pending IDelayedCall of _check_progress
+        self._seen_started = 0  # stats.started at the last progress check
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._stopped: defer.Deferred | None = None
@@ -135,21 +149,50 @@ class WorkerPool(Service):
         super().startService()
         self._stopping = False
         for _ in range(self.min_threads):
-            self._spawn()
+            self._spawn(awake=False)
 
     def submit(self, job) -> bool:
         """Queue ``job``; False (and nothing queued) when the pool is full or stopping."""
         stats = self.stats
-        outstanding = stats.accepted - stats.completed  # busy + queued
-        if not self.running or self._stopping or outstanding >= stats.max_threads + stats.queue_limit:
+        if (not self.running or self._stopping
+                or stats.accepted - stats.completed >= stats.max_threads + stats.queue_limit):
             stats.rejected += 1
             return False
         job.queued_at = time.monotonic()
         stats.accepted += 1
-        if outstanding >= stats.threads and stats.threads < stats.max_threads:
-            self._spawn()  # no idle thread for this job
-        self._jobs.put(job)
+        with self._lock:
+            self._jobs.append(job)
+            idle = self._awake == 0
+            spawn = self._wake(1) if idle else 0
+        if spawn:
+            self._spawn(awake=True)
+        elif not idle and self._stall_check is None:
+            self._seen_started = stats.started
+            self._stall_check = self._reactor.callLater(STALL, self._check_progress)
         return True
+
+    def _wake(self, wanted: int) -> int:
+        """Unpark up to ``wanted`` threads (holding ``_lock``); return how many to spawn."""
+        while wanted and self._parked:
+            self._parked.pop().release()
+            self._awake += 1
+            wanted -= 1
+        spawn = min(wanted, self.stats.max_threads - self.stats.threads)
+        self._awake += spawn
+        return spawn
+
+    def _check_progress(self) -> None:
+        """Jobs are queued: if none started since the last check, the awake threads block."""
+        self._stall_check = None
+        started = self.stats.started
+        with self._lock:
+            queued = len(self._jobs)
+            spawn = self._wake(queued) if queued and started == self._seen_started else 0
+        for _ in range(spawn):
+            self._spawn(awake=True)
+        if queued and (self._parked or self.stats.threads < self.stats.max_threads):
+            self._seen_started = started
+            self._stall_check = self._reactor.callLater(STALL, self._check_progress)
 
     def stopService(self) -> defer.Deferred:
         """Stop after the queued jobs; fire when the threads are gone or STOP_GRACE passed."""
@@ -160,8 +203,12 @@ class WorkerPool(Service):
         if not alive:
             stopped.callback(None)
             return stopped
-        for _ in alive:
-            self._jobs.put(_STOP)
+        if self._stall_check is not None and self._stall_check.active():
+            self._stall_check.cancel()
+        self._stall_check = None
+        with self._lock:
+            self._jobs.extend(_STOP for _ in alive)  # after the queued jobs
+            self._wake(len(self._parked))
         deadline = self._reactor.callLater(STOP_GRACE, self._abandon)
 
         def cancel_deadline(result):
@@ -176,7 +223,11 @@ class WorkerPool(Service):
         frame = sys._current_frames().get(thread_id) if thread_id else None
         return "".join(traceback.format_stack(frame)) if frame is not None else "(not running)"
 
-    def _spawn(self) -> None:
+    def _spawn(self, awake: bool) -> None:
+        """Start a thread; ``awake`` when it was counted in ``_awake`` for queued work."""
+        if not awake:
+            with self._lock:
+                self._awake += 1
         thread = threading.Thread(
             target=self._work, name=f"wsgi-{self.label}-{len(self._threads)}", daemon=True
         )
@@ -202,18 +253,31 @@ class WorkerPool(Service):
     # -- pool threads
 
     def _work(self) -> None:
-        stats, lock, get = self.stats, self._lock, self._jobs.get
+        stats, lock, jobs, parked = self.stats, self._lock, self._jobs, self._parked
         ident = threading.get_ident()
+        bell = threading.Lock()  # held while parked; whoever unparks us releases it
+        bell.acquire()
         while True:
-            job = get()
+            with lock:
+                if jobs:
+                    job = jobs.popleft()
+                    if job is _STOP:
+                        self._awake -= 1
+                    else:
+                        stats.started += 1
+                else:
+                    job = None
+                    self._awake -= 1
+                    parked.append(bell)
+            if job is None:
+                bell.acquire()  # counted awake again by the waker
+                continue
             if job is _STOP:
                 break
             wait = time.monotonic() - job.queued_at
-            with lock:
-                stats.started += 1
-                stats.queue_wait_total += wait
-                if wait > stats.queue_wait_max:
-                    stats.queue_wait_max = wait
+            stats.queue_wait_total += wait  # only pool threads write these two
+            if wait > stats.queue_wait_max:
+                stats.queue_wait_max = wait
             job.queue_wait, job.thread_id = wait, ident
             try:
                 job.run()
