@@ -53,6 +53,22 @@ def config_error(folder: Path, source: str, build: bool = False) -> str:
     return str(caught.value)
 
 
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true, and return that.
+
+    Fails the test after ``timeout`` s; the bound is generous because a fresh
+    process can take seconds on a loaded 2-core box, and only a failure waits it out.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
 def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

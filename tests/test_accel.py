@@ -20,7 +20,7 @@ import pytest
 from test_static_sendfile import SPY, download, rss_kib, sendfile_bytes, sent_since, sha
 from tls_support import CA, ConfigServer, client_context, h2_request, tls_get
 
-from conftest import ROOT, Server, free_port, write_site
+from conftest import ROOT, Server, free_port, wait_until, write_site
 
 APPS = str(ROOT / "tests" / "apps")
 BIG = 24 * 1024 * 1024
@@ -270,11 +270,8 @@ def _quote(text: str) -> str:
     return quote(text, safe="")
 
 
-def _wait_for_log(server, text: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in server.log():
-        assert time.monotonic() < deadline, f"{text!r} not in the log:\n{server.log()[-2000:]}"
-        time.sleep(0.05)
+def _wait_for_log(server, text: str) -> None:
+    wait_until(lambda: text in server.log(), what=f"{text!r} in the log")
 
 
 # --------------------------------------------------------------------------- wsgi.file_wrapper

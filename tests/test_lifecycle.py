@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ROOT, TWISTD, free_port, wait_for_port, write_site
+from conftest import ROOT, TWISTD, free_port, wait_for_port, wait_until, write_site
 from test_proxy_live import ws_upstream  # noqa: F401  (a fixture: a WebSocket echo server)
 from tls_support import CA, ConfigServer, client_context, tls_get
 from twisthost.errors import ConfigError
@@ -89,17 +89,6 @@ def site_source(extra: str = "", factory: str = "make()") -> str:
 def slow_site(tmp_path):
     write_site(tmp_path, SLOW, "slow.py")
     return tmp_path
-
-
-def wait_until(predicate, timeout=30.0, what="condition"):
-    """Generous: a fresh worker needs a second, much more on a loaded 2-core box."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def get(port, path="/", timeout=10.0):

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import free_port
+from conftest import free_port, wait_until
 from proxy_upstream import Upstream
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import serve as ws_serve
@@ -24,15 +24,6 @@ def status(server, host, path="/"):
         return response.status
     finally:
         conn.close()
-
-
-def wait_until(predicate, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
 
 
 def test_killed_upstream_gives_502_then_recovers_through_active_health(serve):

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
 
 from tls_support import CA, ConfigServer, client_context, tls_get
 
-from conftest import free_port, write_site
+from conftest import free_port, wait_until, write_site
 
 
 def wait_for_log(server, text: str, count: int = 1, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while server.log().count(text) < count:
-        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{server.log()}"
-        time.sleep(0.05)
+    wait_until(lambda: server.log().count(text) >= count, timeout, what=f"{count} x {text!r} in the log")
 
 
 def keep_alive_get(sock) -> bytes:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Server, free_port, raw_request, write_site
+from conftest import ROOT, Server, free_port, raw_request, wait_until, write_site
 
 APPS = str(ROOT / "tests" / "apps")
 
@@ -200,7 +200,7 @@ def test_file_wrapper_serves_the_file(server):
 
 def test_wsgi_errors_go_to_the_log(server):
     assert server.request(path="/errors", host="app.test")[2] == b"logged"
-    wait_for(lambda: "a message for wsgi.errors" in server.log())
+    wait_until(lambda: "a message for wsgi.errors" in server.log())
 
 
 def test_exception_before_headers_is_a_500_without_traceback(server):
@@ -208,14 +208,14 @@ def test_exception_before_headers_is_a_500_without_traceback(server):
     assert status == 500 and b"boom" not in body and b"Traceback" not in body
     status, _, body = server.request(path="/debug?when=before", host="app.test")
     assert status == 500 and b"RuntimeError: boom before headers" in body
-    wait_for(lambda: "boom before headers" in server.log())
+    wait_until(lambda: "boom before headers" in server.log())
 
 
 def test_exception_after_headers_closes_the_connection(server):
     reply = raw_request(server.port, b"GET /fail?when=after HTTP/1.1\r\nHost: app.test\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 200") and b"first chunk;" in reply
     assert not reply.endswith(b"0\r\n\r\n")  # no terminating chunk: the client sees it broke
-    wait_for(lambda: "boom after headers" in server.log())
+    wait_until(lambda: "boom after headers" in server.log())
 
 
 def test_client_leaving_mid_stream_calls_close(server, tmp_path):
@@ -223,7 +223,7 @@ def test_client_leaving_mid_stream_calls_close(server, tmp_path):
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(f"GET /endless?marker={marker} HTTP/1.1\r\nHost: app.test\r\n\r\n".encode())
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-    wait_for(lambda: marker.exists() and marker.read_text() == "closed")
+    wait_until(lambda: marker.exists() and marker.read_text() == "closed")
 
 
 def test_slow_reader_does_not_make_the_server_buffer_the_response(server):
@@ -302,7 +302,7 @@ def test_deadline_answers_504_and_logs_the_stuck_stack(server):
     started = time.monotonic()
     status, _, body = server.request(path="/deadline?s=3", host="app.test")
     assert status == 504 and time.monotonic() - started < 2.5
-    wait_for(lambda: "sleepy_stuck_here" in server.log())
+    wait_until(lambda: "sleepy_stuck_here" in server.log())
     assert "passed its 0.5s deadline" in server.log()
     status, _, body = server.request(path="/deadline?s=0", host="app.test")
     assert (status, body) == (200, b"slept")
@@ -358,14 +358,6 @@ def test_sigterm_with_a_stuck_request_exits_after_the_deadline(serve):
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def wait_for(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {timeout}s")
-        time.sleep(0.05)
 
 
 def read_all(sock) -> bytes:
