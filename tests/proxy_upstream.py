@@ -10,6 +10,8 @@ Special paths: ``/healthz``, ``/hang`` (read the request, never answer),
 ``/stream?size=N`` (N bytes, chunked, counted in ``sent``), ``/cookies``
 (repeated Set-Cookie and Vary), ``/status/NNN``, ``/hop`` (hop-by-hop
 response headers that must not reach the client).
+
+``ws_upstream`` is a fixture: a WebSocket echo server (the ``websockets`` library).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from websockets.sync.server import serve as ws_serve
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -159,3 +164,16 @@ def hanging_server() -> tuple[socket.socket, int]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     return sock, sock.getsockname()[1]
+
+
+@pytest.fixture
+def ws_upstream():
+    def echo(connection):
+        for message in connection:
+            connection.send(message)
+
+    server = ws_serve(echo, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.socket.getsockname()[1]}"
+    server.shutdown()

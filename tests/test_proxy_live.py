@@ -5,14 +5,12 @@ from __future__ import annotations
 import http.client
 import signal
 import socket
-import threading
 import time
 
 import pytest
 from conftest import free_port, wait_until
-from proxy_upstream import Upstream
+from proxy_upstream import Upstream, ws_upstream  # noqa: F401 (a fixture)
 from websockets.sync.client import connect as ws_connect
-from websockets.sync.server import serve as ws_serve
 
 
 def status(server, host, path="/"):
@@ -81,20 +79,7 @@ def test_client_that_never_reads_does_not_grow_memory(serve):
         up.stop()
 
 
-@pytest.fixture
-def ws_upstream():
-    def echo(connection):
-        for message in connection:
-            connection.send(message)
-
-    server = ws_serve(echo, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.socket.getsockname()[1]}"
-    server.shutdown()
-
-
-def test_websocket_echo_through_the_proxy_survives_reload(serve, ws_upstream):
+def test_websocket_echo_through_the_proxy_survives_reload(serve, ws_upstream):  # noqa: F811 (the fixture)
     server = serve(f"""
         from twisthost import Site, Host, Proxy
         site = Site(hosts=[Host("ws.test", Proxy("{ws_upstream}"))])
