@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import ROOT, TWISTD, free_port, wait_for_port, wait_until, write_site
-from test_proxy_live import ws_upstream  # noqa: F401  (a fixture: a WebSocket echo server)
+from proxy_upstream import ws_upstream  # noqa: F401  (a fixture: a WebSocket echo server)
 from tls_support import CA, ConfigServer, client_context, tls_get
 from twisthost.errors import ConfigError
 from twisthost.service import prepare

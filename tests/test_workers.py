@@ -19,7 +19,7 @@ import pytest
 
 from conftest import Server, free_port, wait_until, write_site
 from test_lifecycle import SLOW, get, hammer, term_with_in_flight_and_stuck
-from test_proxy_live import ws_upstream  # noqa: F401  (a fixture: a WebSocket echo server)
+from proxy_upstream import ws_upstream  # noqa: F401  (a fixture: a WebSocket echo server)
 from websockets.sync.client import connect as ws_connect
 
 
