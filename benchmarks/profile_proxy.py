@@ -11,6 +11,8 @@ serves all proxies.  Targets:
 - ``proxy``:    twisthost ``Proxy`` to the backend;
 - ``hello``:    twisthost ``Resource`` answering 14 bytes (the shared request path);
 - ``redirect``: twisthost ``Redirect`` (the request path with no body and no upstream);
+- ``hello-log``, ``hello-json``: ``hello`` with a combined / JSON access log to a file
+  (what access logging costs per request);
 - ``wsgi``:     twisthost ``WSGI`` of the hello-world app (benchmarks/apps/app.py, 14 bytes);
 - ``static1k``: twisthost ``Static``, one 1 KiB file;
 - ``twistd-wsgi``, ``twistd-static1k``: the same app / file from plain ``twistd web --wsgi`` /
@@ -71,10 +73,17 @@ http {{
 SERVICES = {
     "proxy": "Proxy('http://127.0.0.1:{backend}')",
     "hello": "Resource('hello:root')",
+    "hello-log": "Resource('hello:root')",
+    "hello-json": "Resource('hello:root')",
     "redirect": "Redirect('http://example.com/')",
     # queue= covers wrk's 50 connections: the default (2 x threads) would answer some 503.
     "wsgi": "WSGI('app:app', pythonpath=[{apps!r}], queue=64)",
     "static1k": "Static({www!r})",
+}
+#: Site options per target (default none).
+SITE_OPTIONS = {
+    "hello-log": "access_log={log!r}",
+    "hello-json": "access_log={log!r}, log_format='json'",
 }
 #: Plain ``twistd web`` peers: target -> its arguments after ``web --listen ...``.
 TWISTD_WEB = {
@@ -201,7 +210,8 @@ def launch(target: str, work: Path, backend: int, baseline: str | None = None) -
     site.write_text(
         "from twisthost import WSGI, Host, Proxy, Redirect, Resource, Site, Static\n\n"
         f"site = Site(listen=['tcp:{port}:interface=127.0.0.1'],\n"
-        f"            default=Host(routes={{'/': {service}}}))\n"
+        f"            default=Host(routes={{'/': {service}}}),\n"
+        f"            {SITE_OPTIONS.get(target, '').format(log=str(work / f'access-{target}.log'))})\n"
     )
     env = dict(os.environ, PYTHONPATH=baseline) if baseline else None
     return Launched([str(BIN / "twistd"), "-n", "--pidfile=", "twisthost", "--config", str(site)], port, work,
@@ -229,7 +239,7 @@ def measure(server: Launched, options, profile: str | None, path: str = "/") -> 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", default="nginx,proxy,hello,redirect",
-                        help="comma-separated: nginx, proxy, hello, redirect, wsgi, static1k, "
+                        help="comma-separated: nginx, proxy, hello, hello-log, hello-json, redirect, wsgi, static1k, "
                              "twistd-wsgi, twistd-static1k, direct")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)

@@ -114,31 +114,73 @@ def _escape(value) -> str:
     return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02X}", str(value))
 
 
-def format_combined(entry: dict) -> str:
-    stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(entry["time"]))
-    target = entry["path"] + ("?" + entry["query"] if entry["query"] else "")
-    return (
-        f'{entry["remote"] or "-"} - - [{stamp}] '
-        f'"{_escape(entry["method"])} {_escape(target)} {_escape(entry["protocol"])}" '
-        f'{entry["status"]} {entry["bytes"]} '
-        f'"{_escape(entry["referer"] or "-")}" "{_escape(entry["user_agent"] or "-")}"'
+class _SecondCache:
+    """``strftime`` of the current second, formatted once per second, not per line."""
+
+    def __init__(self, pattern: str, encode: bool = False):
+        self.pattern = pattern
+        self.encode = encode
+        self.second = None
+        self.text = ""
+
+    def __call__(self, when: float):
+        second = int(when)
+        if second != self.second:
+            text = time.strftime(self.pattern, time.gmtime(second))
+            self.second, self.text = second, text.encode("ascii") if self.encode else text
+        return self.text
+
+
+_combined_stamp = _SecondCache("[%d/%b/%Y:%H:%M:%S +0000]", encode=True)
+_iso_stamp = _SecondCache("%Y-%m-%dT%H:%M:%S")
+_UNSAFE_BYTES = re.compile(rb'[\x00-\x1f\x7f-\xff"\\]')
+# json.dumps builds a new encoder per call when given options; one is enough.
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _escape_bytes(value: bytes) -> bytes:
+    """nginx-style for raw bytes: quotes, backslashes, controls and non-ASCII become \\xHH."""
+    if _UNSAFE_BYTES.search(value) is None:
+        return value
+    return _UNSAFE_BYTES.sub(lambda m: b"\\x%02X" % m.group()[0], value)
+
+
+def _header(request, name: bytes) -> bytes:
+    values = request.requestHeaders.getRawHeaders(name)
+    return _escape_bytes(values[-1]) if values else b"-"
+
+
+def combined_line(request, remote: str) -> bytes:
+    """The combined format straight from the request's bytes: the common case, kept cheap."""
+    return b'%s - - %s "%s %s %s" %d %d "%s" "%s"\n' % (
+        remote.encode("ascii", "replace") or b"-",
+        _combined_stamp(time.time()),
+        _escape_bytes(request.method),
+        _escape_bytes(request.uri),
+        _escape_bytes(request.clientproto),
+        request.code,
+        request.sentLength,
+        _header(request, b"referer"),
+        _header(request, b"user-agent"),
     )
 
 
 def format_json(entry: dict) -> str:
     out = dict(entry)
-    out["time"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(entry["time"])) + (
-        f".{int(entry['time'] % 1 * 1000):03d}Z"
-    )
-    return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+    out["time"] = f"{_iso_stamp(entry['time'])}.{int(entry['time'] % 1 * 1000):03d}Z"
+    return _json(out)
 
 
 def formatter(fmt: str):
+    """``line(request, remote) -> bytes`` for a log format."""
     if fmt == "combined":
-        return format_combined
+        return combined_line
     if fmt == "json":
-        return format_json
-    return lambda entry: fmt.format(**{k: "-" if v is None else _escape(v) for k, v in entry.items()})
+        render = format_json
+    else:
+        def render(entry):
+            return fmt.format(**{k: "-" if v is None else _escape(v) for k, v in entry.items()})
+    return lambda request, remote: (render(record(request, remote)) + "\n").encode("utf-8", "replace")
 
 
 class AccessLog(Service):
@@ -150,7 +192,7 @@ class AccessLog(Service):
 
     def __init__(self, target: str, fmt: str, reactor):
         self.target = target
-        self.format = formatter(fmt)
+        self.line = formatter(fmt)
         self.buffer: list[bytes] = []
         self.size = 0
         self.fd = None
@@ -176,8 +218,8 @@ class AccessLog(Service):
             os.close(self.fd)
             self.fd = None
 
-    def write(self, entry: dict) -> None:
-        line = (self.format(entry) + "\n").encode("utf-8", "replace")
+    def write(self, request, remote: str) -> None:
+        line = self.line(request, remote)
         if not self.running:  # a request that outlived the tree a reload replaced
             self._append_once(line)
             return

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from .forwarded import resolve_client
-from .logs import access_log_for, record
+from .logs import access_log_for
 
 
 class RequestObserver:
@@ -26,7 +26,7 @@ class RequestObserver:
         notes = getattr(request, "notes", None)
         logger = notes.logger if notes is not None else self.site_log
         if logger is not None:  # the log line's dict (and the client's address) only for a log
-            logger.write(record(request, resolve_client(request, self.trusted).addr))
+            logger.write(request, resolve_client(request, self.trusted).addr)
         if notes is None:
             self.metrics.finished("-", "-", request.code, 0.0, request.sentLength)
         else:
