@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -13,10 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ROOT, TWISTD, free_port, wait_for_port, wait_until, write_site
+from conftest import ROOT, TWISTD, config_error, free_port, wait_for_port, wait_until, write_site
 from proxy_upstream import ws_upstream  # noqa: F401  (a fixture: a WebSocket echo server)
 from tls_support import CA, ConfigServer, client_context, tls_get
-from twisthost.errors import ConfigError
 from twisthost.service import prepare
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
@@ -293,24 +293,40 @@ def closed_without_answer(sock) -> bool:
             return True
 
 
-def hammer(port, stop: threading.Event, results: list) -> None:
-    """Requests on fresh connections until ``stop``; records (status or error)."""
-    while not stop.is_set():
-        try:
-            status, body = get(port, timeout=5)
-            results.append((status, body.split(b" ")[0]))
-        except Exception as error:  # every failure counts
-            results.append((repr(error), b""))
+@contextlib.contextmanager
+def hammering(port, clients: int = 4):
+    """Requests on fresh connections from ``clients`` threads while the block runs.
+
+    Yields the list of (status or error, first word of the body); on exit the
+    threads stop and no answer may be other than 200.
+    """
+    stop, results = threading.Event(), []
+
+    def hammer():
+        while not stop.is_set():
+            try:
+                status, body = get(port, timeout=5)
+                results.append((status, body.split(b" ")[0]))
+            except Exception as error:  # every failure counts
+                results.append((repr(error), b""))
+
+    threads = [threading.Thread(target=hammer) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield results
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    errors = [r for r in results if r[0] != 200]
+    assert not errors, errors[:5]
 
 
 def test_five_reloads_under_load_fail_no_request(serve, slow_site):
     server = serve(site_source())
     site_py = slow_site / "site.py"
-    stop, results = threading.Event(), []
-    threads = [threading.Thread(target=hammer, args=(server.port, stop, results)) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
+    with hammering(server.port) as results:
         for number in range(5):
             time.sleep(0.3)
             site_py.write_text(site_py.read_text().replace(
@@ -318,12 +334,6 @@ def test_five_reloads_under_load_fail_no_request(serve, slow_site):
                 "make_v2()" if number % 2 == 0 else "make()"))
             server.signal(signal.SIGHUP)
         time.sleep(0.5)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    errors = [r for r in results if r[0] != 200]
-    assert not errors, errors[:5]
     assert len(results) > 50
     assert {b"v1", b"v2"} <= {marker for _, marker in results}
     assert server.log().count("reloaded ") == 5
@@ -535,14 +545,12 @@ def test_failing_hook_is_logged_and_serving_goes_on(serve, slow_site):
     ("hooks={'on_exit': 'print'}", "Site(hooks=...) 'on_exit' must be a function"),
 ])
 def test_lifecycle_option_mistakes_point_at_the_line(tmp_path, options, message):
-    path = write_site(tmp_path, f"""
+    text = config_error(tmp_path, f"""
         from twisthost import Redirect, Site
 
         site = Site(default=Redirect("/"), {options})
-        """)
-    with pytest.raises(ConfigError) as error:
-        prepare(str(path))
-    assert f"{path}:3:" in str(error.value) and message in str(error.value)
+        """, build=True)
+    assert f"{tmp_path / 'site.py'}:3:" in text and message in text
 
 
 def test_workers_auto_means_one_per_cpu(tmp_path):
