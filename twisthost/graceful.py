@@ -97,18 +97,7 @@ class Connections:
         if not self.open:
             self._fire()
             return done
-        sweeper = task.LoopingCall(self._sweep)
-        sweeper.clock = self.reactor
-        sweeper.start(self.SWEEP, now=False)
-        deadline = self.reactor.callLater(timeout, self._abort)
-
-        def stop_timers(result):
-            sweeper.stop()
-            if deadline.active():
-                deadline.cancel()
-            return result
-
-        return done.addBoth(stop_timers)
+        return self._poll(self._sweep, done, timeout, self._abort)
 
     SWEEP = 0.2
     FRESH = 1.0
@@ -131,10 +120,14 @@ class Connections:
             if not pending:
                 settled.callback(None)
 
-        poller = task.LoopingCall(check)
+        return self._poll(check, settled, timeout, lambda: settled.callback(None))
+
+    def _poll(self, step, done: defer.Deferred, timeout: float, on_timeout) -> defer.Deferred:
+        """Run ``step`` every ``SWEEP`` s and ``on_timeout`` after ``timeout`` s, until ``done`` fires."""
+        poller = task.LoopingCall(step)
         poller.clock = self.reactor
         poller.start(self.SWEEP, now=False)
-        deadline = self.reactor.callLater(timeout, settled.callback, None)
+        deadline = self.reactor.callLater(timeout, on_timeout)
 
         def stop_timers(result):
             poller.stop()
@@ -142,7 +135,7 @@ class Connections:
                 deadline.cancel()
             return result
 
-        return settled.addBoth(stop_timers)
+        return done.addBoth(stop_timers)
 
     def _sweep(self) -> None:
         fresh_since = self.reactor.seconds() - self.FRESH
