@@ -14,8 +14,9 @@ serves all proxies.  Targets:
 - ``hello-log``, ``hello-json``: ``hello`` with a combined / JSON access log to a file
   (what access logging costs per request);
 - ``wsgi``:     twisthost ``WSGI`` of the hello-world app (benchmarks/apps/app.py, 14 bytes);
-- ``static1k``: twisthost ``Static``, one 1 KiB file;
-- ``twistd-wsgi``, ``twistd-static1k``: the same app / file from plain ``twistd web --wsgi`` /
+- ``static1k``, ``static64k``, ``static4m``: twisthost ``Static``, one 1 KiB / 64 KiB / 4 MiB file;
+- ``twistd-wsgi``, ``twistd-static1k`` (``-static64k``, ``-static4m``): the same app / file from
+  plain ``twistd web --wsgi`` /
   ``twistd web --path`` (its access log goes to stdout, as it has no switch to turn it off);
 - ``direct``:   wrk straight at the backend (what the backend alone can do).
 
@@ -79,6 +80,8 @@ SERVICES = {
     # queue= covers wrk's 50 connections: the default (2 x threads) would answer some 503.
     "wsgi": "WSGI('app:app', pythonpath=[{apps!r}], queue=64)",
     "static1k": "Static({www!r})",
+    "static64k": "Static({www!r})",
+    "static4m": "Static({www!r})",
 }
 #: Site options per target (default none).
 SITE_OPTIONS = {
@@ -89,9 +92,13 @@ SITE_OPTIONS = {
 TWISTD_WEB = {
     "twistd-wsgi": ["--wsgi", "app.app"],
     "twistd-static1k": ["--path", "{www}"],
+    "twistd-static64k": ["--path", "{www}"],
+    "twistd-static4m": ["--path", "{www}"],
 }
 #: The URL path wrk asks for, per target (default ``/``).
-PATHS = {"static1k": "/1k.bin", "twistd-static1k": "/1k.bin"}
+#: The files under www/ the static targets ask for: name -> size.
+FILES = {"1k": 1024, "64k": 64 * 1024, "4m": 4 * 1024 * 1024}
+PATHS = {f"{prefix}static{name}": f"/{name}.bin" for name in FILES for prefix in ("", "twistd-")}
 
 HELLO_MODULE = """\
 from twisted.web.resource import Resource
@@ -223,7 +230,7 @@ def measure(server: Launched, options, profile: str | None, path: str = "/") -> 
     spy = None
     if profile:
         spy = subprocess.Popen([str(BIN / "py-spy"), "record", "-p", str(server.proc.pid), "-o", profile,
-                                "-d", str(int(options.duration)), "-r", "250", "--nonblocking", "--gil",
+                                "-d", str(int(options.duration)), "-r", "1000", "--nonblocking", "--gil",
                                 *(["-f", "raw"] if not profile.endswith(".svg") else [])],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     user, system = cpu_seconds(server.proc.pid)
@@ -239,8 +246,8 @@ def measure(server: Launched, options, profile: str | None, path: str = "/") -> 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", default="nginx,proxy,hello,redirect",
-                        help="comma-separated: nginx, proxy, hello, hello-log, hello-json, redirect, wsgi, static1k, "
-                             "twistd-wsgi, twistd-static1k, direct")
+                        help="comma-separated: nginx, proxy, hello, hello-log, hello-json, redirect, wsgi, "
+                             "static1k, static64k, static4m, twistd-wsgi, twistd-static1k (64k, 4m), direct")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
@@ -254,7 +261,8 @@ def main(argv=None) -> None:
     work = Path(tempfile.mkdtemp(prefix="profile-proxy-"))
     (work / "hello.py").write_text(HELLO_MODULE)
     (work / "www").mkdir()
-    (work / "www" / "1k.bin").write_bytes(bytes(range(256)) * 4)
+    for name, size in FILES.items():
+        (work / "www" / f"{name}.bin").write_bytes(bytes(range(256)) * (size // 256))
     backend_port = free_port()
     backend = Launched([str(BIN / "gunicorn"), "-w", "2", "-k", "gthread", "--threads", "4",
                         "-b", f"127.0.0.1:{backend_port}", "--chdir", str(HERE / "apps"), "app:app"],
