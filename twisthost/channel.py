@@ -30,6 +30,7 @@ to open connections from their next request on.
 
 from __future__ import annotations
 
+import socket
 from http import HTTPStatus
 
 from twisted.internet import tcp
@@ -41,6 +42,7 @@ from .http1 import BadRequest, Head, HeadReader, StrictChunkedDecoder
 from .pages import error_body
 from .request import http_date
 
+INET = (socket.AF_INET, socket.AF_INET6)
 LINGER = 2.0  # seconds a refused client may keep sending before the socket is aborted
 
 
@@ -73,6 +75,16 @@ def linger_close(protocol, transport) -> None:
         transport.loseConnection()
 
 
+def _send_flagged(transport, data: bytes, flags: int):
+    """``writeSomeData`` with send flags: bytes sent, or None to leave all errors to the transport."""
+    try:
+        return transport.socket.send(data, flags)
+    except BlockingIOError:
+        return 0
+    except OSError:
+        return None
+
+
 class HostChannel(http.HTTPChannel):
     """The ``HTTPChannel`` of every twisthost HTTP/1.x connection."""
 
@@ -95,6 +107,11 @@ class HostChannel(http.HTTPChannel):
     def connectionMade(self):
         transport = self.transport
         self._direct = isinstance(transport, tcp.Connection) and not transport.TLS
+        if getattr(transport, "socket", None) is not None and transport.socket.family in INET:
+            # A response ending in a short segment (a file body's last bytes
+            # after a full one) must not wait for the client's delayed ACK:
+            # nginx's tcp_nodelay.  Our writes are whole responses already.
+            transport.setTcpNoDelay(True)
         self.timeOut = self.limits.header_timeout  # the first head's clock starts at the accept
         super().connectionMade()
         self._expect_head()
@@ -355,7 +372,22 @@ class HostChannel(http.HTTPChannel):
         if out:
             self._transmit(out[0] if len(out) == 1 else b"".join(out))
 
-    def _transmit(self, data: bytes) -> None:
+    def send_ahead_of_file(self) -> bool:
+        """Send held output now, corked (``MSG_MORE``) to share packets with a file body.
+
+        True when the transport has nothing unsent afterwards, so the caller
+        may ``sendfile`` on the socket at once instead of waiting a reactor
+        turn for writability; held-back output stays held for what follows.
+        """
+        out = self._out
+        if out:
+            self._out = []
+            self._transmit(b"".join(out), socket.MSG_MORE)
+        transport = self.transport
+        return bool(self._direct and not transport.dataBuffer and not transport._tempDataBuffer
+                    and transport.connected and not transport.disconnecting)
+
+    def _transmit(self, data: bytes, flags: int = 0) -> None:
         """``transport.write``, but straight to the socket when nothing is waiting in front.
 
         Only on a plain TCP/UNIX transport whose buffers are empty (so the
@@ -367,7 +399,7 @@ class HostChannel(http.HTTPChannel):
         if (self._direct and not transport.dataBuffer and not transport._tempDataBuffer
                 and transport.connected and not transport.disconnecting
                 and not transport._writeDisconnected and not transport.TLS):
-            sent = transport.writeSomeData(data)
+            sent = transport.writeSomeData(data) if not flags else _send_flagged(transport, data, flags)
             if type(sent) is int:
                 if sent == len(data):
                     return

@@ -9,8 +9,10 @@ the HTTP channel is the transport's streaming producer, and a transport
 whose buffer empties calls ``producer.resumeProducing()`` if it marked that
 producer paused.  So after each ``sendfile`` the producer marks the channel
 paused and asks the transport to watch for writability; when the socket can
-take more (and, the first time, once the response headers left the buffer)
-the channel forwards ``resumeProducing`` to us.  Nothing is ever buffered in
+take more the channel forwards ``resumeProducing`` to us.  The first
+``sendfile`` does not wait: the headers are sent corked (``MSG_MORE``) and
+the file follows at once, so a small file leaves in as few packets as nginx's
+``tcp_nopush`` gives, without a reactor turn.  Nothing is ever buffered in
 user space, so a client that stops reading costs one open file, not memory.
 
 TLS and HTTP/2 transports cannot take raw file bytes; :func:`can_sendfile`
@@ -62,8 +64,12 @@ class SendfileProducer:
 
     def start(self) -> None:
         self.request.registerProducer(self, True)
-        self.request.write(b"")  # the headers, into the transport's buffer
-        self._wait_writable()
+        self.request.write(b"")  # the headers
+        send_ahead = getattr(self.request.channel, "send_ahead_of_file", None)
+        if send_ahead is not None and send_ahead():
+            self.resumeProducing()  # the headers left corked: the file's first bytes join them
+        else:
+            self._wait_writable()
 
     def _wait_writable(self) -> None:
         self.transport.producerPaused = True
