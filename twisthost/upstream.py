@@ -13,7 +13,10 @@ from urllib.parse import urlsplit
 
 from OpenSSL import SSL
 from twisted.internet import ssl
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint, wrapClientTLS,
+)
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IAgentEndpointFactory
@@ -43,7 +46,7 @@ class Upstream:
             self.netloc = parts.netloc.encode("ascii")
             self.base_path = parts.path.rstrip("/").encode("ascii")
             port = parts.port or (443 if parts.scheme == "https" else 80)
-            self.endpoint = HostnameEndpoint(reactor, parts.hostname, port, timeout=config.connect_timeout)
+            self.endpoint = tcp_endpoint(reactor, parts.hostname, port, config.connect_timeout)
             if parts.scheme == "https":
                 self.endpoint = wrapClientTLS(tls_creator(config, parts.hostname, port), self.endpoint)
         self.active = 0  # requests in flight
@@ -110,6 +113,20 @@ class UpstreamEndpoints:
 
     def endpointForURI(self, uri):
         return self.by_origin[(uri.scheme, uri.host, uri.port)]
+
+
+def tcp_endpoint(reactor, host: str, port: int, timeout: float):
+    """A client endpoint for ``host``; an IP address is connected to directly.
+
+    ``HostnameEndpoint`` resolves even an address literal (``getaddrinfo`` in
+    a thread, a Deferred chain and a class built per call: ~0.5 ms more CPU per
+    connection than a direct TCP endpoint on loopback), so it is kept for names.
+    """
+    if isIPAddress(host):
+        return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    if isIPv6Address(host):
+        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    return HostnameEndpoint(reactor, host, port, timeout=timeout)
 
 
 def tls_creator(config: Proxy, hostname: str, port: int):
