@@ -13,6 +13,7 @@ from twisted.python import usage
 
 from .config import check_endpoint
 from .errors import ConfigError
+from .importing import mark_site_free
 from .logs import use_json_error_log
 from .service import HostService, prepare
 
@@ -47,6 +48,7 @@ class Options(usage.Options):
                 raise ConfigError(f"--log-format must be text or json, not {self['log-format']!r}")
             if self["log-format"] == "json" and self.parent is not None:
                 use_json_error_log(self.parent)
+            mark_site_free()  # forked workers import what prepare imports afresh
             self.prepared = prepare(self["config"])
         except ConfigError as error:
             sys.stderr.write(f"{error}\n")

@@ -3,10 +3,10 @@
 Python serves one core per process, so ``Site(workers=N)`` runs a master and
 N workers.  The master binds every listener once (so privileged ports work
 with twistd's ``--uid/--gid``), then stops reading from them: it never
-accepts a connection.  Each worker is a fresh ``python -m twisthost.workers``
-process that inherits the listening sockets as file descriptors and adopts
-them (``reactor.adoptStreamPort``), so all workers accept from one kernel
-queue.  Because the master holds the sockets, a worker that dies or retires
+accepts a connection.  Each worker is forked from the master (no exec, see
+``ForkedWorker``), inherits the listening sockets as file descriptors and
+adopts them (``reactor.adoptStreamPort``), so all workers accept from one
+kernel queue.  Because the master holds the sockets, a worker that dies or retires
 loses no queued connection: the others (or its replacement) accept it.  See
 ``docs/design.md`` ("Process model") for why one shared queue rather than
 ``SO_REUSEPORT``.
@@ -19,23 +19,27 @@ one pipe (fd 3) with one-line messages: ``ready`` and ``recycle <why>``.
 
 from __future__ import annotations
 
-import argparse
-import json
+import atexit
+import gc
+import io
 import os
 import random
 import signal
 import sys
+import traceback
 
 from twisted.application.service import Service
-from twisted.internet import defer, endpoints, protocol, task
+from twisted.internet import defer, endpoints, process, protocol, task
 from twisted.internet.error import ProcessExitedAlready
-from twisted.logger import Logger
+from twisted.internet.main import installReactor
+from twisted.logger import FileLogObserver, Logger, eventAsText, globalLogPublisher
 from twisted.python.failure import Failure
 
 from . import fanin, graceful, sdnotify
 from .admin import admin_endpoint
 from .errors import ConfigError
 from .hooks import run_hook
+from .importing import forget_site_modules
 from .procinfo import rss_mib
 from .service import HostService, on_signals, prepare, reopen_log_files, socket_description
 
@@ -197,11 +201,11 @@ class Master(Service):
             child_fds[FIRST_SOCKET_FD + offset] = port.fileno()
             sockets[description] = [FIRST_SOCKET_FD + offset, int(port.socket.family)]
         max_requests = site.max_requests and site.max_requests + random.randint(0, site.max_requests_jitter)
-        args = [sys.executable, "-m", "twisthost.workers", "--config", prepared.path,
-                "--sockets", json.dumps(sockets), "--max-requests", str(max_requests)]
-        env = {key: value for key, value in os.environ.items() if key != "NOTIFY_SOCKET"}
         try:
-            worker.pid = self.reactor.spawnProcess(worker, sys.executable, args, env=env, childFDs=child_fds).pid
+            worker.pid = ForkedWorker(
+                self.reactor, worker, child_fds,
+                lambda: become_worker(prepared.path, sockets, max_requests),
+            ).pid
         except OSError as error:
             self.backoff = min(MAX_BACKOFF, max(0.5, self.backoff * 2))
             log.error("cannot start a worker ({error}): trying again in {delay:g}s", error=error, delay=self.backoff)
@@ -464,34 +468,100 @@ class WorkerService(HostService):
             self.reactor.stop()
 
 
-def worker_main(argv=None) -> None:
-    """Entry point of a worker process (``python -m twisthost.workers``), run by the master."""
-    parser = argparse.ArgumentParser(prog="twisthost-worker")
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--sockets", required=True, type=json.loads)
-    parser.add_argument("--max-requests", type=int, default=0)
-    args = parser.parse_args(argv)
+class ForkedWorker(process.Process):
+    """A worker process forked from the master without exec.
+
+    Twisted's ``Process`` does the plumbing (pipes on fds 0-3, the listening
+    sockets from fd 4, every other fd closed); instead of exec'ing a new
+    interpreter the child runs ``run()`` and exits with what it returns.
+    The child keeps the master's imported modules (Twisted, twisthost, the
+    stdlib, pyOpenSSL: most of a worker's memory) in pages shared with the
+    master until written, which roughly halves the tree's memory with two
+    workers (docs/operations.md has the figures).  ``gc.freeze()`` keeps
+    the child's garbage collector from writing to the master's objects.
+    """
+
+    def __init__(self, reactor, protocol, child_fds: dict, run):
+        self._run = run
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # else the child writes the master's buffered output a second time
+        gc.freeze()
+        try:
+            super().__init__(reactor, sys.executable, [sys.executable], None, None, protocol,
+                             childFDs=child_fds)
+        finally:
+            gc.unfreeze()
+
+    def _trySpawnInsteadOfFork(self, *args) -> bool:
+        return False  # posix_spawn execs
+
+    def _execChild(self, path, uid, gid, executable, args, environment) -> None:
+        os._exit(self._run())  # never back into the master's code
+
+
+#: The master's objects a forked worker leaves behind, kept alive: freeing
+#: one could close a file descriptor number the fork closed and the worker
+#: has since reused for something of its own.
+_left_behind: list = []
+
+
+def become_worker(path: str, sockets: dict, max_requests: int) -> int:
+    """In a child just forked from the master: serve as a worker; the exit status.
+
+    The child leaves the master's state behind first: its signal handlers,
+    atexit functions, child processes, log observers and reactor.  It
+    installs a reactor of the same type and loads and builds the config
+    itself, importing the site's code afresh (``forget_site_modules``).
+    """
+    try:
+        signal.set_wakeup_fd(-1)  # the master's reactor's waker: closed in the child
+        for signum in signal.valid_signals():
+            if callable(signal.getsignal(signum)):
+                signal.signal(signum, signal.SIG_DFL)
+        atexit._clear()
+        process.reapProcessHandlers.clear()  # the master's other workers
+        os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears from the master only
+        _left_behind.extend([sys.stdout, sys.stderr, *globalLogPublisher._observers])
+        for observer in list(globalLogPublisher._observers):
+            globalLogPublisher.removeObserver(observer)
+        sys.stdout, sys.stderr = (
+            io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), errors="backslashreplace", line_buffering=True)
+            for fd in (1, 2)
+        )
+        if fanin.active_directory():
+            fanin.enable(fanin.active_directory())  # new metric files, not the master's
+        forget_site_modules()
+        old_reactor = sys.modules.pop("twisted.internet.reactor")
+        _left_behind.append(old_reactor)
+        installReactor(type(old_reactor)())
+        gc.enable()  # Twisted disables it around fork
+        status = serve_worker(path, sockets, max_requests)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    atexit._run_exitfuncs()  # the worker's own: the interpreter's exit will not run them
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    return status
+
+
+def serve_worker(path: str, sockets: dict, max_requests: int) -> int:
+    """Serve ``path`` on the master's ``sockets`` until stopped; the exit status."""
     for name in ("SIGHUP", "SIGTTIN", "SIGTTOU"):  # the master's signals, not ours
         signal.signal(getattr(signal, name), signal.SIG_IGN)
 
     from twisted.internet import reactor
-    from twisted.logger import FileLogObserver, eventAsText, globalLogBeginner
 
-    globalLogBeginner.beginLoggingTo(
-        [FileLogObserver(sys.stdout, lambda event: eventAsText(event, includeTimestamp=False) + "\n")],
-        redirectStandardIO=False,
-    )
+    globalLogPublisher.addObserver(
+        FileLogObserver(sys.stdout, lambda event: eventAsText(event, includeTimestamp=False) + "\n"))
     try:
-        prepared = prepare(args.config, reactor)
+        prepared = prepare(path, reactor)
     except ConfigError as error:
         sys.stderr.write(f"{error}\n")
-        raise SystemExit(1) from None
-    service = WorkerService(prepared, args.sockets, args.max_requests, reactor)
+        return 1
+    service = WorkerService(prepared, sockets, max_requests, reactor)
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
-
-
-if __name__ == "__main__":
-    worker_main()
+    return 0
