@@ -13,6 +13,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 
 import pytest
 from conftest import Server, config_error, free_port, write_site
@@ -22,7 +23,7 @@ from proxy_upstream import Upstream, hanging_server
 
 @pytest.fixture(scope="module")
 def ups():
-    servers = {name: Upstream(name) for name in ("a", "b", "c")}
+    servers = {name: Upstream(name) for name in ("a", "b", "c", "d")}
     yield servers
     for server in servers.values():
         server.stop()
@@ -47,6 +48,7 @@ def proxy(ups, hang, tmp_path_factory):
             hosts=[
                 Host("one.test", Proxy("{a}")),
                 Host("keep.test", Proxy("{c}")),
+                Host("brief.test", Proxy("{ups["d"].url}", keepalive_timeout=0.5)),
                 Host("rr.test", Proxy(["{a}", "{b}"], weights={{"{a}": 3}})),
                 Host("lc.test", Proxy(["{a}", "{b}"], balance="least_conn")),
                 Host("r2.test", Proxy(["{a}", "{b}"], balance="random_two")),
@@ -99,6 +101,14 @@ def test_keepalive_reuses_one_upstream_connection(proxy, ups):
         conns.add(seen(body)["conn"])
     assert ups["c"].accepts - before == 1
     assert len(conns) == 1
+
+
+def test_idle_connection_closed_after_keepalive_timeout_is_replaced(proxy, ups):
+    before = ups["d"].accepts
+    assert get(proxy, "brief.test", "/")[0].status == 200
+    time.sleep(1.5)  # keepalive_timeout=0.5 closed the idle connection meanwhile
+    assert get(proxy, "brief.test", "/")[0].status == 200
+    assert ups["d"].accepts - before == 2
 
 
 def test_chunked_upload_reaches_upstream_as_one_request_with_content_length(proxy, ups):

@@ -254,7 +254,12 @@ class UpstreamConnection(Protocol):
         if self.paused:
             self.resume()
         self.reused = True
-        self.idle_timer = reactor.callLater(timeout, self.transport.loseConnection)
+        self.idle_timer = reactor.callLater(timeout, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        self.idle_timer = None
+        self.pool.forget(self)
+        self.transport.loseConnection()
 
     def take(self) -> None:
         self.idle_timer.cancel()
