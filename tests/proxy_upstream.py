@@ -6,7 +6,8 @@ and which TCP connection (and how many requests on it) it arrived on.  The
 server also keeps a log of all requests and counts accepted connections, so
 tests can assert keep-alive reuse and "exactly one request" (smuggling).
 
-Special paths: ``/healthz``, ``/hang`` (read the request, never answer),
+Special paths: ``/healthz``, ``/hang`` (read the request, never answer), ``/slow``
+(answer after 0.3 s),
 ``/stream?size=N`` (N bytes, chunked, counted in ``sent``), ``/cookies``
 (repeated Set-Cookie and Vary), ``/status/NNN``, ``/hop`` (hop-by-hop
 response headers that must not reach the client).
@@ -78,6 +79,8 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(30)
             self.close_connection = True
             return
+        if path == "/slow":
+            time.sleep(0.3)
         if path == "/stream":
             self._stream(int(query["size"][0]))
             return

@@ -49,6 +49,7 @@ def proxy(ups, hang, tmp_path_factory):
                 Host("one.test", Proxy("{a}")),
                 Host("keep.test", Proxy("{c}")),
                 Host("brief.test", Proxy("{ups["d"].url}", keepalive_timeout=0.5)),
+                Host("few.test", Proxy("{ups["d"].url}", keepalive=1)),
                 Host("rr.test", Proxy(["{a}", "{b}"], weights={{"{a}": 3}})),
                 Host("lc.test", Proxy(["{a}", "{b}"], balance="least_conn")),
                 Host("r2.test", Proxy(["{a}", "{b}"], balance="random_two")),
@@ -109,6 +110,29 @@ def test_idle_connection_closed_after_keepalive_timeout_is_replaced(proxy, ups):
     time.sleep(1.5)  # keepalive_timeout=0.5 closed the idle connection meanwhile
     assert get(proxy, "brief.test", "/")[0].status == 200
     assert ups["d"].accepts - before == 2
+
+
+def test_connections_beyond_keepalive_stay_a_moment_for_the_next_burst(proxy, ups):
+    d = ups["d"]
+
+    def burst():
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(get(proxy, "few.test", "/slow")[0].status))
+                   for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results == [200] * 3
+
+    before = d.accepts
+    burst()
+    assert d.accepts - before == 3
+    burst()  # right after: the two beyond keepalive=1 are still open
+    assert d.accepts - before == 3
+    time.sleep(2.5)  # SURPLUS_IDLE (1 s) later only keepalive=1 is left
+    burst()
+    assert d.accepts - before == 5
 
 
 def test_chunked_upload_reaches_upstream_as_one_request_with_content_length(proxy, ups):
