@@ -182,6 +182,7 @@ class Master(Service):
 
     def _running(self) -> None:
         log.info("master {pid}: starting {n} worker(s)", pid=os.getpid(), n=self.target)
+        self.collect_garbage()
         self.maintain()
         if self.current.site.max_rss:
             self._rss.start(RSS_INTERVAL, now=False)
@@ -212,6 +213,11 @@ class Master(Service):
             return None
         self.workers.append(worker)
         return worker
+
+    def collect_garbage(self) -> None:
+        """Free the master's garbage before forking a new generation of workers (see ``ForkedWorker``)."""
+        gc.unfreeze()
+        gc.collect()
 
     def serving(self) -> list[Worker]:
         """Workers of the current generation that are not on their way out."""
@@ -353,6 +359,7 @@ class Master(Service):
             return
         self.pending = new
         self.generation += 1
+        self.collect_garbage()  # the config the last reload replaced, before forking on this one
         self.target = new.site.workers
         log.info("reload: starting {n} new worker(s)", n=self.target)
         for _ in range(self.target):
@@ -477,8 +484,13 @@ class ForkedWorker(process.Process):
     The child keeps the master's imported modules (Twisted, twisthost, the
     stdlib, pyOpenSSL: most of a worker's memory) in pages shared with the
     master until written, which roughly halves the tree's memory with two
-    workers (docs/operations.md has the figures).  ``gc.freeze()`` keeps
-    the child's garbage collector from writing to the master's objects.
+    workers (docs/operations.md has the figures).
+
+    ``gc.freeze()`` keeps both sides' garbage collectors from writing to
+    the objects they share (a collection writes to every object it visits,
+    which would copy every page).  The master stays frozen: only when it
+    forks a new generation of workers (start, reload) does it collect first
+    (``Master.collect_garbage``), since the workers it had are on their way out.
     """
 
     def __init__(self, reactor, protocol, child_fds: dict, run):
@@ -486,11 +498,7 @@ class ForkedWorker(process.Process):
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # else the child writes the master's buffered output a second time
         gc.freeze()
-        try:
-            super().__init__(reactor, sys.executable, [sys.executable], None, None, protocol,
-                             childFDs=child_fds)
-        finally:
-            gc.unfreeze()
+        super().__init__(reactor, sys.executable, [sys.executable], None, None, protocol, childFDs=child_fds)
 
     def _trySpawnInsteadOfFork(self, *args) -> bool:
         return False  # posix_spawn execs
