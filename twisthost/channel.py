@@ -40,7 +40,7 @@ from twisted.web.iweb import INonQueuedRequestFactory
 
 from .http1 import BadRequest, Head, HeadReader, StrictChunkedDecoder
 from .pages import error_body
-from .request import http_date
+from .request import FastHeaders, http_date
 
 INET = (socket.AF_INET, socket.AF_INET6)
 LINGER = 2.0  # seconds a refused client may keep sending before the socket is aborted
@@ -253,9 +253,12 @@ class HostChannel(http.HTTPChannel):
             request = factory(self, len(self.requests))
         self.requests.append(request)
         self._command, self._path, self._version = head.method, head.target, head.version
-        add = request.requestHeaders.addRawHeader
-        for name, value in head.headers:
-            add(name, value)
+        headers = request.requestHeaders
+        if isinstance(headers, FastHeaders):
+            headers.add_judged(head.headers)
+        else:
+            for name, value in head.headers:
+                headers.addRawHeader(name, value)
         if head.chunked:
             self.length = None
             self._transferDecoder = StrictChunkedDecoder(request.handleContentChunk, self._finishRequestBody)

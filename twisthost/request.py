@@ -19,6 +19,7 @@ from twisted.python import failure
 from twisted.web import resource, server
 from twisted.web.error import UnsupportedMethod
 from twisted.web.http import datetimeToString
+from twisted.web.http_headers import Headers
 
 from .pages import write_error
 
@@ -34,7 +35,92 @@ def http_date() -> bytes:
     return _date[1]
 
 
+#: bytes header name -> the key Twisted's ``Headers`` stores it under.
+_KEYS: dict[bytes, bytes] = {}
+_MAX_KEYS = 10_000  # names are client-chosen: bounded like Twisted's own name cache
+
+
+def _key(name: bytes) -> bytes:
+    """The storage key of ``name``, learnt from the base class itself once per name.
+
+    Asking ``Headers`` (rather than repeating its canonicalisation) keeps
+    the fast paths right whatever form a Twisted version stores names in;
+    an invalid name raises here as it would there.
+    """
+    key = _KEYS.get(name)
+    if key is None:
+        probe = Headers()
+        probe.setRawHeaders(name, [b""])
+        (key,) = probe._rawHeaders
+        if len(_KEYS) < _MAX_KEYS:
+            _KEYS[name] = key
+    return key
+
+
+class FastHeaders(Headers):
+    """Twisted's ``Headers`` without its per-call costs for ``bytes`` names and values.
+
+    A small request sets or reads a dozen headers.  The base class derives
+    the stored name through a method call each time and rebuilds every value
+    with ``b" ".join(value.splitlines())`` even when it holds no line break.
+    Here the stored name comes from one dict look-up, and ``bytes`` values
+    without CR or LF are kept as they are; ``str`` names or values, and
+    values with line breaks, take the base class's path, so every result is
+    the same.
+    """
+
+    __slots__ = ()
+
+    def add_judged(self, fields) -> None:
+        """Add ``(name, value)`` pairs a strict parser already checked (no CR/LF)."""
+        raw = self._rawHeaders
+        for name, value in fields:
+            key = _KEYS.get(name) or _key(name)
+            values = raw.get(key)
+            if values is None:
+                raw[key] = [value]
+            else:
+                values.append(value)
+
+    def setRawHeaders(self, name, values):
+        if type(name) is bytes and type(values) is list:
+            for value in values:
+                if type(value) is not bytes or b"\r" in value or b"\n" in value:
+                    break
+            else:
+                self._rawHeaders[_KEYS.get(name) or _key(name)] = values[:]
+                return
+        super().setRawHeaders(name, values)
+
+    def addRawHeader(self, name, value):
+        if type(name) is bytes and type(value) is bytes and b"\r" not in value and b"\n" not in value:
+            self.add_judged(((name, value),))
+        else:
+            super().addRawHeader(name, value)
+
+    def getRawHeaders(self, name, default=None):
+        if type(name) is bytes:
+            return self._rawHeaders.get(_KEYS.get(name) or _key(name)) or default
+        return super().getRawHeaders(name, default)
+
+    def hasHeader(self, name):
+        if type(name) is bytes:
+            return (_KEYS.get(name) or _key(name)) in self._rawHeaders
+        return super().hasHeader(name)
+
+    def removeHeader(self, name):
+        if type(name) is bytes:
+            self._rawHeaders.pop(_KEYS.get(name) or _key(name), None)
+        else:
+            super().removeHeader(name)
+
+
 class DefaultHeadersRequest(server.Request):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.requestHeaders = FastHeaders()
+        self.responseHeaders = FastHeaders()
+
     def process(self):
         """Twisted's ``Request.process`` with its two default headers made cheap.
 
