@@ -277,6 +277,18 @@ class Exchange:
 
     # -- the response ----------------------------------------------------------
 
+    def hold_output(self):
+        """Hold the client's output while the upstream connection hands over one read.
+
+        The response head, body and end a read produces then leave in one
+        send (``HostChannel.hold_output``) instead of one each.  Returns what
+        sends them, or None when output is held already or the channel
+        cannot hold it (HTTP/2).
+        """
+        channel = getattr(self.request, "channel", None)
+        hold = getattr(channel, "hold_output", None)
+        return channel.send_held if hold is not None and hold() else None
+
     def head(self, head) -> None:
         """The upstream's response head (a ``proxy_client.Head``); the body follows."""
         request = self.request
