@@ -14,7 +14,9 @@ threads fed from a deque:
   the caller can answer 503 at once;
 - a burst wakes as few threads as it can: a thread that finishes a job takes
   the next queued one without sleeping, and ``submit`` wakes a parked thread
-  only when no thread is awake.  Waking a second thread for a GIL-bound
+  only when no thread is awake, and only once the reactor has handled the
+  events of its current turn (every socket call of the reactor releases the
+  GIL, so a thread woken at once takes it from the reactor again and again).  Waking a second thread for a GIL-bound
   hello world costs two futex calls and a GIL hand-off per request and buys
   nothing; so more threads are woken only when queued jobs see no progress
   for ``STALL`` seconds (the awake threads block: sleep, I/O, a database);
@@ -138,6 +140,7 @@ class WorkerPool(Service):
         self._parked: list[threading.Lock] = []  # each held while its thread sleeps on it
         self._awake = 0  # threads running a job or about to look for one
         self._stall_check = None  # the pending IDelayedCall of _check_progress
+        self._wake_due = False  # a _wake_idle is scheduled
         self._seen_started = 0  # stats.started at the last progress check
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -163,13 +166,25 @@ class WorkerPool(Service):
         with self._lock:
             self._jobs.append(job)
             idle = self._awake == 0
-            spawn = self._wake(1) if idle else 0
-        if spawn:
-            self._spawn(awake=True)
-        elif not idle and self._stall_check is None:
+        if idle:
+            if not self._wake_due:
+                # Wake after the reactor handled this batch of events: a thread
+                # woken now would fight the reactor for the GIL at every
+                # syscall of the batch; then it runs the batch while the
+                # reactor waits in epoll.
+                self._wake_due = True
+                self._reactor.callLater(0, self._wake_idle)
+        elif self._stall_check is None:
             self._seen_started = stats.started
             self._stall_check = self._reactor.callLater(STALL, self._check_progress)
         return True
+
+    def _wake_idle(self) -> None:
+        self._wake_due = False
+        with self._lock:
+            spawn = self._wake(1) if self._jobs and self._awake == 0 else 0
+        if spawn:
+            self._spawn(awake=True)
 
     def _wake(self, wanted: int) -> int:
         """Unpark up to ``wanted`` threads (holding ``_lock``); return how many to spawn."""
