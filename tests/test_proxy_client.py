@@ -30,6 +30,8 @@ ANSWERS = {
     "/two-lengths": [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"],
     "/bad-status": [b"HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\nok"],
     "/space-name": [b"HTTP/1.1 200 OK\r\nX-A : 1\r\nContent-Length: 2\r\n\r\nok"],
+    # a line without a colon, although its text is a header name seen before
+    "/no-colon": [b"HTTP/1.1 200 OK\r\nX-A: 1\r\nX-A\r\nContent-Length: 2\r\n\r\nok"],
 }
 
 
@@ -152,7 +154,7 @@ def test_length_with_chunked_reads_chunks_and_closes(proxy, scripted):
     assert scripted.accepts - before == 2
 
 
-@pytest.mark.parametrize("path", ["/bare-lf", "/two-lengths", "/bad-status", "/space-name"])
+@pytest.mark.parametrize("path", ["/bare-lf", "/two-lengths", "/bad-status", "/space-name", "/no-colon"])
 def test_malformed_response_heads_become_502_and_harm_nothing(proxy, path):
     response, body = fetch(proxy, path)
     assert response.status == 502 and b"X-Injected" not in body

@@ -61,7 +61,8 @@ class Head:
 
     def __init__(self, head: bytes):
         # Lines end in CRLF only: a bare CR or LF could split a header on the way to the client.
-        if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n"):
+        ends = head.count(b"\r\n")
+        if head.count(b"\n") != ends or head.count(b"\r") != ends:
             raise BadResponse("bare CR or LF in the response head")
         lines = head.split(b"\r\n")
         version, _, rest = lines[0].partition(b" ")
@@ -69,11 +70,11 @@ class Head:
         if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
             raise BadResponse(f"bad status line {lines[0][:80]!r}")
         self.version, self.status = version, int(code)
-        self.headers = []
+        self.headers = headers = []
         connection, lengths, codings = [], [], []
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
-            lower = _NAMES.get(name)
+            lower = _NAMES.get(name) if colon else None
             if lower is None:
                 lower = _header_name(name, colon, line)
             value = value.strip(b" \t")
@@ -83,7 +84,7 @@ class Head:
                 lengths.append(value)
             elif lower == b"transfer-encoding":
                 codings.append(value)
-            self.headers.append((lower, name, value))
+            headers.append((lower, name, value))
         self.connection = connection_tokens(connection)
         # Kept alive unless told otherwise; a length next to a coding is a
         # smuggling smell (RFC 9112 6.3): the coding wins, the connection closes after.
