@@ -182,9 +182,13 @@ class WorkerPool(Service):
     def _wake_idle(self) -> None:
         self._wake_due = False
         with self._lock:
-            spawn = self._wake(1) if self._jobs and self._awake == 0 else 0
+            queued = len(self._jobs)
+            spawn = self._wake(1) if queued and self._awake == 0 else 0
         if spawn:
             self._spawn(awake=True)
+        if queued > 1 and self._stall_check is None:  # the burst may block that one thread
+            self._seen_started = self.stats.started
+            self._stall_check = self._reactor.callLater(STALL, self._check_progress)
 
     def _wake(self, wanted: int) -> int:
         """Unpark up to ``wanted`` threads (holding ``_lock``); return how many to spawn."""
