@@ -41,20 +41,33 @@ def _end_to_end(lower: bytes, listed: frozenset) -> bool:
     return lower not in HOP_BY_HOP and lower not in listed and not lower.startswith(b"proxy-")
 
 
+_UP: dict = {}  # request header name -> its lower-case form, or None: never sent upstream
+_MAX_UP = 1000  # names are client-chosen: bounded like proxy_client._NAMES
+
+
+def _up_name(name: bytes):
+    """``name`` in lower case, or None for a name never forwarded (hop-by-hop, forwarding)."""
+    lower = name.lower()
+    verdict = lower if _end_to_end(lower, _FORWARDING) else None
+    if len(_UP) < _MAX_UP:
+        _UP[name] = verdict
+    return verdict
+
+
 def upstream_headers(request, client: Client, host: bytes, config, upgrade: bool) -> dict:
     """The request headers sent upstream for ``request``, as ``{lower name: (name, values)}``.
 
     The value lists may be the request's own: replace them, never append in place.
     """
     incoming = request.requestHeaders
-    listed = _FORWARDING
     connection = incoming.getRawHeaders(b"connection")
-    if connection:
-        listed = listed | connection_tokens(connection)
+    listed = connection_tokens(connection) if connection else ()
     out = {}
     for name, values in incoming.getAllRawHeaders():
-        lower = name.lower()
-        if _end_to_end(lower, listed):
+        lower = _UP.get(name, False)
+        if lower is False:
+            lower = _up_name(name)
+        if lower is not None and lower not in listed:
             out[lower] = (name, values)
     out[b"host"] = (b"Host", [host])
     if upgrade:
@@ -74,37 +87,67 @@ def upstream_headers(request, client: Client, host: bytes, config, upgrade: bool
 
 def head_bytes(method: bytes, target: bytes, headers: dict) -> bytes:
     """An HTTP/1.1 request head from ``upstream_headers``' dict."""
-    lines = [b"%s %s HTTP/1.1" % (method, target)]
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, values in headers.values():
-        lines.extend(name + b": " + value for value in values)
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines)
+        for value in values:
+            parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+_UNTRUSTED: dict = {}  # (peer, scheme, Host) -> the forwarding headers for an untrusted peer
+_MAX_UNTRUSTED = 1000
 
 
 def _add_forwarding(request, client: Client, out: dict) -> None:
-    incoming = request.requestHeaders
-    asked = (incoming.getRawHeaders(b"host") or [b""])[0]
-    # An untrusted peer's scheme is our own already (isSecure is an interface lookup).
-    secure = request.isSecure() if client.trusted else client.scheme == "https"
-    own_scheme = b"https" if secure else b"http"
-    peer = client.peer.encode("ascii")
-    element = b"for=%s;proto=%s" % (_node(client.peer), own_scheme)
-    if asked:
-        element += b";host=" + _quote(asked)
+    asked = (request.requestHeaders.getRawHeaders(b"host") or [b""])[0]
     if client.trusted:
-        chain = incoming.getRawHeaders(b"x-forwarded-for")
-        out[b"x-forwarded-for"] = (b"X-Forwarded-For", [b", ".join((chain or []) + [peer])])
-        out[b"x-forwarded-proto"] = (b"X-Forwarded-Proto", [client.scheme.encode("ascii")])
-        if client.host or asked:
-            out[b"x-forwarded-host"] = (b"X-Forwarded-Host", [client.host or asked])
-        forwarded = incoming.getRawHeaders(b"forwarded") or []
-        out[b"forwarded"] = (b"Forwarded", [b", ".join(forwarded + [element])])
-    else:
-        out[b"x-forwarded-for"] = (b"X-Forwarded-For", [peer])
-        out[b"x-forwarded-proto"] = (b"X-Forwarded-Proto", [own_scheme])
-        if asked:
-            out[b"x-forwarded-host"] = (b"X-Forwarded-Host", [asked])
-        out[b"forwarded"] = (b"Forwarded", [element])
+        _add_trusted_forwarding(request, client, asked, out)
+        return
+    # An untrusted peer's headers are replaced by values that depend on three
+    # things only, the same for every request of a connection: made once.
+    key = (client.peer, client.scheme, asked)
+    fields = _UNTRUSTED.get(key)
+    if fields is None:
+        if len(_UNTRUSTED) >= _MAX_UNTRUSTED:  # Host is client-chosen: bounded
+            _UNTRUSTED.clear()
+        fields = _UNTRUSTED[key] = _untrusted_forwarding(client, asked)
+    out.update(fields)
+
+
+def _element(client: Client, scheme: bytes, asked: bytes) -> bytes:
+    """This hop's RFC 7239 ``Forwarded`` element."""
+    element = b"for=%s;proto=%s" % (_node(client.peer), scheme)
+    return element + b";host=" + _quote(asked) if asked else element
+
+
+def _untrusted_forwarding(client: Client, asked: bytes) -> tuple:
+    peer = client.peer.encode("ascii")
+    scheme = client.scheme.encode("ascii")  # the peer's own scheme: resolve_client set it
+    fields = [
+        (b"x-forwarded-for", (b"X-Forwarded-For", [peer])),
+        (b"x-forwarded-proto", (b"X-Forwarded-Proto", [scheme])),
+    ]
+    if asked:
+        fields.append((b"x-forwarded-host", (b"X-Forwarded-Host", [asked])))
+    fields += [
+        (b"forwarded", (b"Forwarded", [_element(client, scheme, asked)])),
+        (b"x-real-ip", (b"X-Real-Ip", [peer])),
+    ]
+    return tuple(fields)
+
+
+def _add_trusted_forwarding(request, client: Client, asked: bytes, out: dict) -> None:
+    """The chain a trusted proxy sent, with this hop added."""
+    incoming = request.requestHeaders
+    own_scheme = b"https" if request.isSecure() else b"http"
+    chain = incoming.getRawHeaders(b"x-forwarded-for")
+    out[b"x-forwarded-for"] = (b"X-Forwarded-For", [b", ".join((chain or []) + [client.peer.encode("ascii")])])
+    out[b"x-forwarded-proto"] = (b"X-Forwarded-Proto", [client.scheme.encode("ascii")])
+    if client.host or asked:
+        out[b"x-forwarded-host"] = (b"X-Forwarded-Host", [client.host or asked])
+    forwarded = incoming.getRawHeaders(b"forwarded") or []
+    out[b"forwarded"] = (b"Forwarded", [b", ".join(forwarded + [_element(client, own_scheme, asked)])])
     out[b"x-real-ip"] = (b"X-Real-Ip", [client.addr.encode("ascii")])
 
 
