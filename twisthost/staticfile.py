@@ -215,31 +215,66 @@ class FactsCache:
             self.body_bytes += len(facts.body)
 
 
-def _read_version(path: str, expected: tuple) -> bytes | None:
-    """The file's bytes if it is still the ``expected`` version once open, else None."""
+def _open_version(path: str, expected: tuple):
+    """The file opened if it is still the ``expected`` version once open, else None."""
     try:
-        with open(path, "rb") as file:
-            if version(os.fstat(file.fileno())) != expected:
-                return None
-            return file.read()
+        file = open(path, "rb")
     except OSError:
         return None  # unreadable: FileResponse answers 403/404
+    try:
+        if version(os.fstat(file.fileno())) == expected:
+            return file
+    except OSError:
+        pass
+    file.close()
+    return None
+
+
+def _read_version(path: str, expected: tuple) -> bytes | None:
+    """The file's bytes if it is still the ``expected`` version once open, else None."""
+    file = _open_version(path, expected)
+    if file is None:
+        return None
+    with file:
+        try:
+            return file.read()
+        except OSError:
+            return None
 
 
 def render_file(request, path: str, relpath: str, st: os.stat_result | None, options: FileOptions):
-    """Answer ``request`` with the file at ``path``; ``st`` is its stat made for this request."""
+    """Answer ``request`` with the file at ``path``; ``st`` is its stat made for this request.
+
+    A whole-file answer of a known version is made from its cached
+    :class:`FileFacts`: the bytes of a small file, or ``sendfile`` of a big one
+    on plain TCP.  Ranges, content codings, changed files and the rest go
+    through :class:`FileResponse`.
+    """
     if st is None or not stat.S_ISREG(st.st_mode):
         return FileResponse(path, relpath, options).render(request)  # its 403/404
     facts = options.facts.get(options, path, relpath, st)
     body = facts.body
-    if (body is None or request.getHeader(b"range") is not None
+    if (request.getHeader(b"range") is not None
             or (facts.compressible and request.getHeader(b"accept-encoding"))):
         return FileResponse(path, relpath, options).render(request)
+    file = None
+    if body is None:
+        limit = options.sendfile_min_size
+        if limit is not None and facts.size >= limit and can_sendfile(request):
+            file = _open_version(path, facts.version)
+        if file is None:
+            return FileResponse(path, relpath, options).render(request)
     set_file_headers(request, facts.headers)
     status = precondition(request, facts.etag, facts.mtime)
+    if file is not None and (status is not None or request.method == b"HEAD"):
+        file.close()
+        file = None
     if status is not None:
         return answer_precondition(request, status)
     request.setHeader(b"content-length", b"%d" % facts.size)
+    if file is not None:
+        SendfileProducer(request, file, 0, facts.size).start()
+        return server.NOT_DONE_YET
     return b"" if request.method == b"HEAD" else body
 
 
