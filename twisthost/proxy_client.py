@@ -144,7 +144,8 @@ class UpstreamConnection(Protocol):
 
     exchange = None  # the caller waiting on this connection
     decoder = None  # reads the body once the head is in
-    idle_timer = None
+    idle_timer = None  # closes the connection at idle_until (moved lazily, see idle)
+    idle_until = None  # reactor time an idle connection is closed; None while in use
     producer = None  # a FileBodyProducer sending a large request body
     keep = False  # may go back to the pool after this response
     head_only = False  # a HEAD request: no body, whatever the headers say
@@ -284,19 +285,39 @@ class UpstreamConnection(Protocol):
     # -- in the pool
 
     def idle(self, timeout: float, reactor) -> None:
+        """In the idle list until ``timeout`` s from now, then closed.
+
+        The timer is moved lazily (as ``HostChannel.setTimeout`` does): a
+        connection goes idle and is taken again once per request, and a
+        ``DelayedCall`` made and cancelled each time was two heap operations
+        per request.  Here going idle records the deadline; the one timer is
+        moved only when the deadline comes sooner, and when it fires early
+        (the connection was reused meanwhile) it re-arms for the rest.
+        """
         if self.paused:
             self.resume()
         self.reused = True
-        self.idle_timer = reactor.callLater(timeout, self._idle_expired)
+        self.idle_until = reactor.seconds() + timeout
+        timer = self.idle_timer
+        if timer is None:
+            self.idle_timer = reactor.callLater(timeout, self._idle_expired, reactor)
+        elif timer.getTime() > self.idle_until:
+            timer.reset(timeout)
 
-    def _idle_expired(self) -> None:
+    def _idle_expired(self, reactor) -> None:
         self.idle_timer = None
+        if self.idle_until is None:  # in use: armed again when it is idle again
+            return
+        left = self.idle_until - reactor.seconds()
+        if left > 0:
+            self.idle_timer = reactor.callLater(left, self._idle_expired, reactor)
+            return
+        self.idle_until = None
         self.pool.forget(self)
         self.transport.loseConnection()
 
     def take(self) -> None:
-        self.idle_timer.cancel()
-        self.idle_timer = None
+        self.idle_until = None
 
     def connectionLost(self, reason) -> None:
         if self.on_lost is not None:
@@ -304,6 +325,8 @@ class UpstreamConnection(Protocol):
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
+        if self.idle_until is not None:
+            self.idle_until = None
             self.pool.forget(self)
         if self.producer is not None:
             self.producer.stopProducing()
