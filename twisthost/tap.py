@@ -14,6 +14,7 @@ from twisted.python import usage
 from .config import check_endpoint
 from .errors import ConfigError
 from .importing import mark_site_free
+from .loader import load
 from .logs import use_json_error_log
 from .service import HostService, prepare
 
@@ -48,8 +49,14 @@ class Options(usage.Options):
                 raise ConfigError(f"--log-format must be text or json, not {self['log-format']!r}")
             if self["log-format"] == "json" and self.parent is not None:
                 use_json_error_log(self.parent)
-            mark_site_free()  # forked workers import what prepare imports afresh
-            self.prepared = prepare(self["config"])
+            mark_site_free()  # forked workers import what site.py imports afresh
+            site = load(self["config"])
+            if site.uses_master():
+                from .workers import prepare_master
+
+                self.prepared = prepare_master(self["config"], site)  # no app imported here
+            else:
+                self.prepared = prepare(self["config"], site=site)
         except ConfigError as error:
             sys.stderr.write(f"{error}\n")
             raise SystemExit(1) from None

@@ -20,9 +20,11 @@ one pipe (fd 3) with one-line messages: ``ready`` and ``recycle <why>``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import io
 import os
+import pickle
 import random
 import signal
 import sys
@@ -40,8 +42,9 @@ from .admin import admin_endpoint
 from .errors import ConfigError
 from .hooks import run_hook
 from .importing import forget_site_modules
+from .loader import load
 from .procinfo import rss_mib
-from .service import HostService, on_signals, prepare, reopen_log_files, socket_description
+from .service import HostService, Prepared, on_signals, prepare, reopen_log_files, socket_description
 
 log = Logger()
 
@@ -54,6 +57,76 @@ RSS_INTERVAL = 5.0
 
 
 # ------------------------------------------------------------------------- master
+
+
+def prepare_master(path: str, site=None) -> Prepared:
+    """The master's ``prepare``: run site.py here, but build it only in a forked child.
+
+    The master needs the ``Site`` (listeners, worker counts, hooks), not the
+    built tree: it never serves.  Building imports the apps, and what an
+    import does to modules the master keeps (a metric registered in
+    prometheus_client's default registry, logging handlers on files, threads
+    started) would be inherited by every forked worker, which then imports
+    the app again: a duplicate registration, a handler on a descriptor the
+    fork closed, a lock held by a thread the fork did not copy.  So the
+    build is checked in a throwaway child and the master stays as it was
+    before any app was imported.  ``context`` and ``root`` stay None.
+    """
+    site = load(path) if site is None else site
+    _check_build_in_child(path)
+    return Prepared(path, site, None, None)
+
+
+def _check_build_in_child(path: str) -> None:
+    """Build ``path`` in a forked child; raise its ConfigError (or crash) here."""
+    read, write = os.pipe()
+    with _forking():
+        pid = os.fork()
+        if pid == 0:
+            os._exit(_build_and_report(path, write))  # signals stay blocked until then
+    os.close(write)
+    with open(read, "rb") as pipe:
+        report = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if report:
+        kind, *details = pickle.loads(report)
+        raise ConfigError(*details) if kind == "config" else RuntimeError(*details)
+    if status:
+        code = os.waitstatus_to_exitcode(status)
+        why = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        raise RuntimeError(f"the process building the config ended ({why})")
+
+
+def _build_and_report(path: str, write: int) -> int:
+    """In the checking child: build, report a failure on ``write``; the exit status."""
+    try:
+        prepare(path)
+        return 0
+    except ConfigError as error:
+        report = ("config", error.message, error.where, error.hint)
+    except BaseException as error:  # an app's import can raise anything
+        report = ("crash", f"{type(error).__name__}: {error}")
+    with open(write, "wb") as pipe:
+        pipe.write(pickle.dumps(report))
+    return 1
+
+
+@contextlib.contextmanager
+def _forking():
+    """Around a fork: flush stdio and hold signals, which the child must not handle as the master.
+
+    The master's handlers write to its reactor's wakeup pipe and arm its
+    exit timer, both shared with a child until it replaces them; a signal
+    held here reaches the master after the fork, and the child once it has
+    its own handlers (a worker) or never (the build check).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # else the child writes the master's buffered output a second time
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 class _NeverAccepts(protocol.ServerFactory):
@@ -344,7 +417,7 @@ class Master(Service):
             return
         sdnotify.reloading()
         try:
-            new = prepare(self.current.path, self.reactor)
+            new = prepare_master(self.current.path)
             for description in self.descriptions(new.site):
                 if description not in self.sockets:
                     self.sockets[description] = bind(self.reactor, description)
@@ -495,13 +568,19 @@ class ForkedWorker(process.Process):
 
     def __init__(self, reactor, protocol, child_fds: dict, run):
         self._run = run
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()  # else the child writes the master's buffered output a second time
         gc.freeze()
-        super().__init__(reactor, sys.executable, [sys.executable], None, None, protocol, childFDs=child_fds)
+        with _forking():
+            super().__init__(reactor, sys.executable, [sys.executable], None, None, protocol, childFDs=child_fds)
 
     def _trySpawnInsteadOfFork(self, *args) -> bool:
         return False  # posix_spawn execs
+
+    def _resetSignalDisposition(self) -> None:
+        """Keep Python's SIG_IGN of SIGPIPE (Twisted resets it for the exec that never comes).
+
+        With the default action, a write to a closed pipe or socket would
+        kill the worker instead of raising BrokenPipeError.
+        """
 
     def _execChild(self, path, uid, gid, executable, args, environment) -> None:
         os._exit(self._run())  # never back into the master's code
@@ -526,6 +605,7 @@ def become_worker(path: str, sockets: dict, max_requests: int) -> int:
         for signum in signal.valid_signals():
             if callable(signal.getsignal(signum)):
                 signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signal.valid_signals())  # held by _forking
         atexit._clear()
         process.reapProcessHandlers.clear()  # the master's other workers
         os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears from the master only
