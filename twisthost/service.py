@@ -43,8 +43,9 @@ class Prepared:
     root: object
 
 
-def prepare(path: str, reactor=None) -> Prepared:
-    site = load(path)
+def prepare(path: str, reactor=None, site: Site | None = None) -> Prepared:
+    """Load (unless ``site`` is already loaded from ``path``), validate and build."""
+    site = load(path) if site is None else site
     context = BuildContext(site, reactor)
     return Prepared(path, site, context, build_root(site, context))
 
