@@ -30,6 +30,7 @@ to open connections from their next request on.
 
 from __future__ import annotations
 
+import functools
 import socket
 from http import HTTPStatus
 
@@ -73,6 +74,12 @@ def linger_close(protocol, transport) -> None:
         protocol.setTimeout(LINGER)
     else:
         transport.loseConnection()
+
+
+@functools.cache
+def _non_queued(factory) -> bool:
+    """``INonQueuedRequestFactory.providedBy``, asked once per factory instead of per request."""
+    return INonQueuedRequestFactory.providedBy(factory)
 
 
 def _send_flagged(transport, data: bytes, flags: int):
@@ -247,7 +254,7 @@ class HostChannel(http.HTTPChannel):
         """
         self._head = None
         factory = self.requestFactory
-        if INonQueuedRequestFactory.providedBy(factory):
+        if _non_queued(factory):
             request = factory(self)
         else:
             request = factory(self, len(self.requests))

@@ -60,10 +60,15 @@ class HostSite(server.Site):
         return HostConnection(HostChannel())
 
     @property
-    def server_header(self) -> bytes | None:
-        """The ``Server`` header value every response gets, from the config in force."""
-        value = self.config.server_header
-        return value.encode("ascii") if value else None
+    def config(self) -> Site:
+        return self._config
+
+    @config.setter
+    def config(self, config: Site) -> None:
+        self._config = config
+        value = config.server_header
+        #: The ``Server`` header value every response gets, from the config in force.
+        self.server_header = value.encode("ascii") if value else None
 
     def buildProtocol(self, addr):
         refusal = self.slots.admit(addr, self.config)
