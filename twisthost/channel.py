@@ -34,11 +34,11 @@ import functools
 import socket
 from http import HTTPStatus
 
-from twisted.internet import tcp
 from twisted.protocols import basic
 from twisted.web import http
 from twisted.web.iweb import INonQueuedRequestFactory
 
+from .directsend import idle, is_plain_socket, send_now
 from .http1 import BadRequest, Head, HeadReader, StrictChunkedDecoder
 from .pages import error_body
 from .request import FastHeaders, http_date
@@ -82,16 +82,6 @@ def _non_queued(factory) -> bool:
     return INonQueuedRequestFactory.providedBy(factory)
 
 
-def _send_flagged(transport, data: bytes, flags: int):
-    """``writeSomeData`` with send flags: bytes sent, or None to leave all errors to the transport."""
-    try:
-        return transport.socket.send(data, flags)
-    except BlockingIOError:
-        return 0
-    except OSError:
-        return None
-
-
 class HostChannel(http.HTTPChannel):
     """The ``HTTPChannel`` of every twisthost HTTP/1.x connection."""
 
@@ -113,7 +103,7 @@ class HostChannel(http.HTTPChannel):
 
     def connectionMade(self):
         transport = self.transport
-        self._direct = isinstance(transport, tcp.Connection) and not transport.TLS
+        self._direct = is_plain_socket(transport)
         if getattr(transport, "socket", None) is not None and transport.socket.family in INET:
             # A response ending in a short segment (a file body's last bytes
             # after a full one) must not wait for the client's delayed ACK:
@@ -393,28 +383,14 @@ class HostChannel(http.HTTPChannel):
         if out:
             self._out = []
             self._transmit(b"".join(out), socket.MSG_MORE)
-        transport = self.transport
-        return bool(self._direct and not transport.dataBuffer and not transport._tempDataBuffer
-                    and transport.connected and not transport.disconnecting)
+        return self._direct and idle(self.transport)
 
     def _transmit(self, data: bytes, flags: int = 0) -> None:
-        """``transport.write``, but straight to the socket when nothing is waiting in front.
-
-        Only on a plain TCP/UNIX transport whose buffers are empty (so the
-        order of bytes is kept) and that is not closing; what the kernel
-        does not take, and every error, goes to ``transport.write``, whose
-        write event sends the rest or reports the error as Twisted always does.
-        """
-        transport = self.transport
-        if (self._direct and not transport.dataBuffer and not transport._tempDataBuffer
-                and transport.connected and not transport.disconnecting
-                and not transport._writeDisconnected and not transport.TLS):
-            sent = transport.writeSomeData(data) if not flags else _send_flagged(transport, data, flags)
-            if type(sent) is int:
-                if sent == len(data):
-                    return
-                data = data[sent:]
-        transport.write(data)
+        """``transport.write``, but straight to a plain socket (:mod:`twisthost.directsend`)."""
+        if self._direct:
+            send_now(self.transport, data, flags)
+        else:
+            self.transport.write(data)
 
     def loseConnection(self):
         self.send_held()

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import re
 
-from twisted.internet import defer, tcp
+from twisted.internet import defer
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.http import _ChunkedTransferDecoder, _IdentityTransferDecoder
+
+from .directsend import is_plain_socket, send_now
 
 MAX_HEAD = 64 * 1024  # bytes of response head before the response is refused
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -112,26 +114,6 @@ def _header_name(name: bytes, colon: bytes, line: bytes) -> bytes:
     return name.lower()
 
 
-def send_now(transport, data: bytes) -> None:
-    """``transport.write``, but straight to the socket when nothing is waiting in front.
-
-    Twisted's TCP transport buffers a write and sends it on the next write
-    event: two epoll updates and a reactor turn per request.  On a plain TCP
-    or UNIX transport with nothing unsent (so the order of bytes is kept) the
-    kernel takes it now; the rest, and any error, go through
-    ``transport.write`` as always.  (``HostChannel._transmit`` does the same
-    for the client side.)
-    """
-    if (isinstance(transport, tcp.Connection) and not transport.TLS and not transport.dataBuffer
-            and not transport._tempDataBuffer and transport.connected and not transport.disconnecting):
-        sent = transport.writeSomeData(data)
-        if type(sent) is int:
-            if sent == len(data):
-                return
-            data = data[sent:]
-    transport.write(data)
-
-
 class _UntilClose:
     """The body of a response framed by neither length nor chunks: all bytes until close."""
 
@@ -171,7 +153,10 @@ class UpstreamConnection(Protocol):
     def send(self, exchange, data: bytes, head_only: bool, producer=None) -> None:
         """Write a request (``data``: head and small body), then stream ``producer`` if any."""
         self.exchange, self.head_only, self.got_bytes = exchange, head_only, False
-        send_now(self.transport, data)
+        if is_plain_socket(self.transport):
+            send_now(self.transport, data)
+        else:
+            self.transport.write(data)
         if producer is not None:
             self.producer = producer
             self.transport.registerProducer(producer, True)
