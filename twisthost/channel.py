@@ -40,6 +40,7 @@ from twisted.web.iweb import INonQueuedRequestFactory
 
 from .directsend import idle, is_plain_socket, send_now
 from .http1 import BadRequest, Head, HeadReader, StrictChunkedDecoder
+from .lazytimer import LazyTimer
 from .pages import error_body
 from .request import FastHeaders, http_date
 
@@ -90,8 +91,7 @@ class HostChannel(http.HTTPChannel):
     phase = "head"
     _head: HeadReader | None = None
     _write_timer = None
-    _timer = None  # the phase timer's DelayedCall, due at or before _deadline
-    _deadline: float | None = None  # reactor time the current phase times out
+    _phase_timer: LazyTimer | None = None  # times out the current phase
     _out: list | None = None  # output held back while a read is handled (see write)
     _direct = False  # the transport is a plain kernel socket we may send on at once
     _peer = _host = _secure = None  # per connection, asked for by every request
@@ -136,45 +136,30 @@ class HostChannel(http.HTTPChannel):
     # -- the phase timer
 
     def setTimeout(self, period):
-        """``TimeoutMixin.setTimeout`` with a lazily moved timer.
+        """``TimeoutMixin.setTimeout`` on a :class:`~twisthost.lazytimer.LazyTimer`.
 
         Every request changes the phase timeout three or four times (head,
-        body, none while answering, keep-alive), and Twisted's timer cancels
-        or reschedules a ``DelayedCall`` each time (heap operations, ~15 µs a
-        request).  Here a change only records the new deadline; the one
-        timer is moved only when the deadline comes sooner than it, and when
-        it fires early it re-arms itself for the rest.
+        body, none while answering, keep-alive); Twisted's timer cancels or
+        reschedules a ``DelayedCall`` each time (heap operations, ~15 µs a
+        request).
         """
         previous, self.timeOut = self.timeOut, period
         self._arm(period)
         return previous
 
     def resetTimeout(self):
-        if self._deadline is not None and self.timeOut is not None:
+        if self._phase_timer is not None and self._phase_timer.deadline is not None and self.timeOut is not None:
             self._arm(self.timeOut)
 
     def _arm(self, period) -> None:
-        timer = self._timer
+        timer = self._phase_timer
         if period is None:
-            self._deadline = None  # a timer still pending finds nothing to do
-        elif timer is None:
-            self._timer = timer = self.callLater(period, self._timer_fired)
-            self._deadline = timer.getTime()
-        else:
-            self._deadline = deadline = timer.seconds() + period
-            if deadline < timer.getTime():
-                timer.reset(period)
-
-    def _timer_fired(self) -> None:
-        timer, self._timer = self._timer, None
-        if self._deadline is None:
+            if timer is not None:
+                timer.stop()
             return
-        left = self._deadline - timer.seconds()
-        if left > 0:
-            self._timer = timer = self.callLater(left, self._timer_fired)
-            return
-        self._deadline = None
-        self.timeoutConnection()
+        if timer is None:
+            self._phase_timer = timer = LazyTimer(self.callLater, self.timeoutConnection)
+        timer.start(period)
 
     def _expect_head(self) -> None:
         self._head = HeadReader(self.limits)
@@ -421,6 +406,5 @@ class HostChannel(http.HTTPChannel):
         self._out = None
         self._stop_write_timer()
         super().connectionLost(reason)
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()  # do not keep a closed connection referenced until it fires
-        self._timer = None
+        if self._phase_timer is not None:
+            self._phase_timer.cancel()  # do not keep a closed connection referenced until it fires

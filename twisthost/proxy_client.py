@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import _ChunkedTransferDecoder, _IdentityTransferDecoder
 
 from .directsend import is_plain_socket, send_now
+from .lazytimer import LazyTimer
 
 MAX_HEAD = 64 * 1024  # bytes of response head before the response is refused
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -126,8 +127,7 @@ class UpstreamConnection(Protocol):
 
     exchange = None  # the caller waiting on this connection
     decoder = None  # reads the body once the head is in
-    idle_timer = None  # closes the connection at idle_until (moved lazily, see idle)
-    idle_until = None  # reactor time an idle connection is closed; None while in use
+    idle_timer = None  # a LazyTimer closing the connection when idle too long; off while in use
     producer = None  # a FileBodyProducer sending a large request body
     keep = False  # may go back to the pool after this response
     head_only = False  # a HEAD request: no body, whatever the headers say
@@ -272,47 +272,30 @@ class UpstreamConnection(Protocol):
     def idle(self, timeout: float, reactor) -> None:
         """In the idle list until ``timeout`` s from now, then closed.
 
-        The timer is moved lazily (as ``HostChannel.setTimeout`` does): a
-        connection goes idle and is taken again once per request, and a
-        ``DelayedCall`` made and cancelled each time was two heap operations
-        per request.  Here going idle records the deadline; the one timer is
-        moved only when the deadline comes sooner, and when it fires early
-        (the connection was reused meanwhile) it re-arms for the rest.
+        A connection goes idle and is taken again once per request, so the
+        timer is a :class:`~twisthost.lazytimer.LazyTimer`.
         """
         if self.paused:
             self.resume()
         self.reused = True
-        self.idle_until = reactor.seconds() + timeout
-        timer = self.idle_timer
-        if timer is None:
-            self.idle_timer = reactor.callLater(timeout, self._idle_expired, reactor)
-        elif timer.getTime() > self.idle_until:
-            timer.reset(timeout)
+        if self.idle_timer is None:
+            self.idle_timer = LazyTimer(reactor.callLater, self._idle_expired)
+        self.idle_timer.start(timeout)
 
-    def _idle_expired(self, reactor) -> None:
-        self.idle_timer = None
-        if self.idle_until is None:  # in use: armed again when it is idle again
-            return
-        left = self.idle_until - reactor.seconds()
-        if left > 0:
-            self.idle_timer = reactor.callLater(left, self._idle_expired, reactor)
-            return
-        self.idle_until = None
+    def _idle_expired(self) -> None:
         self.pool.forget(self)
         self.transport.loseConnection()
 
     def take(self) -> None:
-        self.idle_until = None
+        self.idle_timer.stop()
 
     def connectionLost(self, reason) -> None:
         if self.on_lost is not None:
             self.on_lost.callback(None)
         if self.idle_timer is not None:
+            if self.idle_timer.deadline is not None:
+                self.pool.forget(self)
             self.idle_timer.cancel()
-            self.idle_timer = None
-        if self.idle_until is not None:
-            self.idle_until = None
-            self.pool.forget(self)
         if self.producer is not None:
             self.producer.stopProducing()
             self.producer = None
