@@ -104,7 +104,7 @@ class HostChannel(http.HTTPChannel):
     def connectionMade(self):
         transport = self.transport
         self._direct = is_plain_socket(transport)
-        if getattr(transport, "socket", None) is not None and transport.socket.family in INET:
+        if self._direct and transport.socket.family in INET:
             # A response ending in a short segment (a file body's last bytes
             # after a full one) must not wait for the client's delayed ACK:
             # nginx's tcp_nodelay.  Our writes are whole responses already.
