@@ -19,7 +19,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger, globalLogPublisher
 from twisted.python.logfile import BaseLogFile
 
-from . import fanin, graceful, sdnotify, tls
+from . import fanin, gcfreeze, graceful, sdnotify, tls
 from .build import BuildContext, build_root
 from .config import TLS, Site
 from .errors import ConfigError
@@ -218,7 +218,8 @@ class HostService(MultiService):
                    at_once=lambda signum: last_resort.on_signal(signum, self.current.site.graceful_timeout))
 
     def running_now(self) -> None:
-        """The reactor runs: tell systemd we are ready."""
+        """The reactor runs: everything is loaded (freeze it), tell systemd we are ready."""
+        gcfreeze.freeze()
         if self.standalone:
             sdnotify.notify("READY=1", f"MAINPID={os.getpid()}")
         self.server_hook("when_ready")
@@ -260,9 +261,12 @@ class HostService(MultiService):
         old, self.current = self.current, new
         self.observer = RequestObserver(new.context, self.metrics)
         self.factory.swap_root(new.root, new.site)
-        # The old tree's pools stop once the requests it routed are done.
+        # The old tree's pools stop once the requests it routed are done. Its
+        # objects were frozen (gcfreeze) and may hold cycles: refreeze on a later
+        # turn, when nothing here (this frame, when settled at once) holds it any more.
         self.factory.connections.settle(old.site.graceful_timeout).addBoth(
-            lambda _: old.context.services.stopService())
+            lambda _: old.context.services.stopService()).addBoth(
+            lambda _: self.reactor.callLater(0, gcfreeze.refreeze))
         self.metrics.reloaded(True, new.path)
         log.info("reloaded {path}", path=new.path)
         sdnotify.notify("READY=1")

@@ -65,8 +65,11 @@ class Options(usage.Options):
 def makeService(options: Options):
     """One serving process, or a master over worker processes (``Site(workers=N)``)."""
     listen = options["listen"] or None
-    if options.prepared.site.uses_master():
+    # twistd keeps its options for the life of the process: taken out of them,
+    # the start-up config is freed when a reload replaces it.
+    prepared, options.prepared = options.prepared, None
+    if prepared.site.uses_master():
         from .workers import Master
 
-        return Master(options.prepared, listen=listen, admin=options["admin"])
-    return HostService(options.prepared, listen=listen, admin=options["admin"])
+        return Master(prepared, listen=listen, admin=options["admin"])
+    return HostService(prepared, listen=listen, admin=options["admin"])
