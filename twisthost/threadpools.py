@@ -16,9 +16,9 @@ threads fed from a deque:
   the next queued one without sleeping, and ``submit`` wakes a parked thread
   only when no thread is awake, and only once the reactor has handled the
   events of its current turn (every socket call of the reactor releases the
-  GIL, so a thread woken at once takes it from the reactor again and again).  Waking a second thread for a GIL-bound
-  hello world costs two futex calls and a GIL hand-off per request and buys
-  nothing; so more threads are woken only when queued jobs see no progress
+  GIL, so a thread woken at once takes it from the reactor again and again).
+  Waking a second thread for a GIL-bound hello world costs two futex calls
+  and a GIL hand-off per request and buys nothing; so more threads are woken only when queued jobs see no progress
   for ``STALL`` seconds (the awake threads block: sleep, I/O, a database);
 - threads hand results back through a :class:`ReactorMailbox`, which wakes
   the reactor once per batch instead of once per call;
