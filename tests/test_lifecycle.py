@@ -42,6 +42,7 @@ class Slow(Resource):
         self.marker = marker
 
     def render_GET(self, request):
+        time.sleep(float(request.args.get(b"block", [b"0"])[0]))  # holds up this process's reactor
         delay = float(request.args.get(b"delay", [b"0"])[0])
         if delay:
             started()

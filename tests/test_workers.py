@@ -8,6 +8,7 @@ the ones that stop it or need other options start their own.
 from __future__ import annotations
 
 import collections
+import http.client
 import os
 import signal
 import socket
@@ -69,6 +70,32 @@ def steady(server) -> set[int]:
 
 
 # ------------------------------------------------------------------ on the shared server
+
+
+def test_a_burst_of_connections_is_shared_by_the_workers(shared):
+    """Connections opened together (a client's keep-alive pool, a proxy in front) go to
+    both workers, even when they queue up while the workers are busy: the first worker
+    to run again does not take them all (twisthost.acceptshare)."""
+    workers = steady(shared)
+    with ThreadPoolExecutor(2) as pool:
+        # A blocked reactor cannot accept, so the second blocker reaches the other
+        # worker. The first is free again ~10 ms before the second: enough to take
+        # the whole burst unless it leaves the other worker its share (GIVE_UP 50 ms).
+        blockers = [pool.submit(get, shared.port, "/?block=0.8")]
+        time.sleep(0.2)
+        blockers.append(pool.submit(get, shared.port, "/?block=0.61"))
+        time.sleep(0.2)
+        burst = [http.client.HTTPConnection("127.0.0.1", shared.port, timeout=10) for _ in range(40)]
+        for conn in burst:
+            conn.connect()  # queued in the kernel until a worker accepts
+        assert [blocker.result()[0] for blocker in blockers] == [200, 200]
+    pids = collections.Counter()
+    for conn in burst:
+        conn.request("GET", "/")
+        pids[int(conn.getresponse().read().split(b"pid=")[1])] += 1
+        conn.close()
+    assert set(pids) == workers
+    assert min(pids.values()) >= 40 * 0.3, pids  # without the board one worker took ~all
 
 
 def test_workers_share_the_load_and_the_master_never_serves(shared):

@@ -38,6 +38,7 @@ from twisted.logger import FileLogObserver, Logger, eventAsText, globalLogPublis
 from twisted.python.failure import Failure
 
 from . import fanin, graceful, sdnotify
+from .acceptshare import IDLE, ConnectionBoard, SharedSocketEndpoint
 from .admin import admin_endpoint
 from .errors import ConfigError
 from .hooks import run_hook
@@ -158,6 +159,7 @@ class Worker(protocol.ProcessProtocol):
         self.ready = False
         self.retiring = False
         self.ended: defer.Deferred = defer.Deferred()
+        self.slot = None  # its counter on the master's ConnectionBoard
         self._partial: dict[int, bytes] = {}
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
@@ -203,6 +205,7 @@ class Master(Service):
         self.fixed_listen = tuple(listen) if listen else None
         self.sockets: dict = {}  # endpoint string -> paused Port, shared with workers
         self.workers: list[Worker] = []
+        self.board = ConnectionBoard()  # shared with the workers: who takes new connections
         self.target = prepared.site.workers
         self.generation = 0
         self.backoff = 0.0
@@ -275,12 +278,14 @@ class Master(Service):
             child_fds[FIRST_SOCKET_FD + offset] = port.fileno()
             sockets[description] = [FIRST_SOCKET_FD + offset, int(port.socket.family)]
         max_requests = site.max_requests and site.max_requests + random.randint(0, site.max_requests_jitter)
+        worker.slot = slot = self.board.take_slot()
         try:
             worker.pid = ForkedWorker(
                 self.reactor, worker, child_fds,
-                lambda: become_worker(prepared.path, sockets, max_requests),
+                lambda: become_worker(prepared.path, sockets, max_requests, (self.board, slot)),
             ).pid
         except OSError as error:
+            self.board.release_slot(slot)
             self.backoff = min(MAX_BACKOFF, max(0.5, self.backoff * 2))
             log.error("cannot start a worker ({error}): trying again in {delay:g}s", error=error, delay=self.backoff)
             return None
@@ -350,6 +355,7 @@ class Master(Service):
 
     def worker_ended(self, worker: Worker, reason) -> None:
         self.workers.remove(worker)
+        self.board.release_slot(worker.slot)
         if self.admin:
             self.admin.worker_ended(worker.pid)
         status = _status(reason)
@@ -506,8 +512,9 @@ class WorkerService(HostService):
 
     standalone = False
 
-    def __init__(self, prepared, sockets: dict, max_requests: int = 0, reactor=None):
+    def __init__(self, prepared, sockets: dict, max_requests: int = 0, reactor=None, board=None):
         self.sockets = sockets  # endpoint string -> (fd, address family)
+        self.board = board  # (ConnectionBoard, this worker's slot), or None: accept unbalanced
         self.max_requests = max_requests
         self._recycling = False
         configured = [i for i in prepared.site.listen if socket_description(i) in sockets]
@@ -522,7 +529,11 @@ class WorkerService(HostService):
 
     def endpoint(self, description: str):
         fd, family = self.sockets[description]
-        return endpoints.AdoptedStreamServerEndpoint(self.reactor, fd, family)
+        if self.board is None or self.board[1] is None:
+            return endpoints.AdoptedStreamServerEndpoint(self.reactor, fd, family)
+        board, slot = self.board
+        return SharedSocketEndpoint(self.reactor, fd, family, board, slot,
+                                    lambda: len(self.factory.connections.open))
 
     def running_now(self) -> None:
         super().running_now()
@@ -532,6 +543,8 @@ class WorkerService(HostService):
     def stopService(self) -> defer.Deferred:
         if self._orphan_check.running:
             self._orphan_check.stop()
+        if self.board is not None and self.board[1] is not None:
+            self.board[0].publish(self.board[1], IDLE)  # draining: the others take new connections
         return super().stopService()
 
     def tell(self, message: str) -> None:
@@ -592,7 +605,7 @@ class ForkedWorker(process.Process):
 _left_behind: list = []
 
 
-def become_worker(path: str, sockets: dict, max_requests: int) -> int:
+def become_worker(path: str, sockets: dict, max_requests: int, board=None) -> int:
     """In a child just forked from the master: serve as a worker; the exit status.
 
     The child leaves the master's state behind first: its signal handlers,
@@ -623,7 +636,7 @@ def become_worker(path: str, sockets: dict, max_requests: int) -> int:
         _left_behind.append(old_reactor)
         installReactor(type(old_reactor)())
         gc.enable()  # Twisted disables it around fork
-        status = serve_worker(path, sockets, max_requests)
+        status = serve_worker(path, sockets, max_requests, board)
     except BaseException:
         traceback.print_exc()
         status = 1
@@ -633,7 +646,7 @@ def become_worker(path: str, sockets: dict, max_requests: int) -> int:
     return status
 
 
-def serve_worker(path: str, sockets: dict, max_requests: int) -> int:
+def serve_worker(path: str, sockets: dict, max_requests: int, board=None) -> int:
     """Serve ``path`` on the master's ``sockets`` until stopped; the exit status."""
     for name in ("SIGHUP", "SIGTTIN", "SIGTTOU"):  # the master's signals, not ours
         signal.signal(getattr(signal, name), signal.SIG_IGN)
@@ -647,7 +660,7 @@ def serve_worker(path: str, sockets: dict, max_requests: int) -> int:
     except ConfigError as error:
         sys.stderr.write(f"{error}\n")
         return 1
-    service = WorkerService(prepared, sockets, max_requests, reactor)
+    service = WorkerService(prepared, sockets, max_requests, reactor, board)
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
