@@ -5,8 +5,8 @@ N workers.  The master binds every listener once (so privileged ports work
 with twistd's ``--uid/--gid``), then stops reading from them: it never
 accepts a connection.  Each worker is forked from the master (no exec, see
 ``ForkedWorker``), inherits the listening sockets as file descriptors and
-adopts them (``reactor.adoptStreamPort``), so all workers accept from one
-kernel queue.  Because the master holds the sockets, a worker that dies or retires
+adopts them (``acceptshare.SharedSocketEndpoint``), so all workers accept
+from one kernel queue, taking turns by load (``acceptshare.ConnectionBoard``).  Because the master holds the sockets, a worker that dies or retires
 loses no queued connection: the others (or its replacement) accept it.  See
 ``docs/design.md`` ("Process model") for why one shared queue rather than
 ``SO_REUSEPORT``.
