@@ -43,39 +43,43 @@ class ConnectionBoard:
             self.counts[slot] = IDLE
         self._free = list(range(SLOTS))
 
-    # -- the master
+    def take_seat(self) -> "Seat | None":
+        """The master: a seat for a new worker (IDLE until it accepts), None when all are taken."""
+        return Seat(self, self._free.pop(0)) if self._free else None
 
-    def take_slot(self) -> int | None:
-        """A slot for a new worker (IDLE until it accepts), or None when all are taken."""
-        return self._free.pop(0) if self._free else None
+    def release(self, seat: "Seat | None") -> None:
+        """The master: the worker of ``seat`` is gone."""
+        if seat is not None:
+            seat.leave()
+            self._free.append(seat.slot)
 
-    def release_slot(self, slot: int | None) -> None:
-        if slot is not None:
-            self.counts[slot] = IDLE
-            self._free.append(slot)
 
-    # -- a worker
+class Seat:
+    """One worker's counter on the board; the worker inherits it across fork."""
 
-    def publish(self, slot: int, count: int) -> None:
-        self.counts[slot] = count
+    def __init__(self, board: ConnectionBoard, slot: int):
+        self.counts, self.slot = board.counts, slot
 
-    def may_accept(self, slot: int, count: int) -> bool:
-        """Publish ``count`` for ``slot``; True unless it is ahead of the least loaded worker."""
-        self.counts[slot] = count
+    def may_accept(self, count: int) -> bool:
+        """Publish ``count``; True unless it is ahead of the least loaded accepting worker."""
+        self.counts[self.slot] = count
         least = min((c for c in self.counts if c != IDLE), default=count)
         return count <= least + MARGIN
+
+    def leave(self) -> None:
+        """Not accepting any more (draining, or gone): the others take new connections."""
+        self.counts[self.slot] = IDLE
 
 
 class _Balanced:
     """``Port.doRead`` that asks the board first and accepts one connection per wake-up."""
 
-    board: ConnectionBoard | None = None
-    slot = 0
-    count = staticmethod(lambda: 0)  # open connections of this worker
+    seat: Seat  # set by SharedSocketEndpoint.listen
+    count = None  # () -> open connections of this worker; likewise
     _declined_since: float | None = None
 
     def doRead(self):
-        if self.board.may_accept(self.slot, self.count()):
+        if self.seat.may_accept(self.count()):
             self._declined_since = None
         else:
             now = self.reactor.seconds()
@@ -110,9 +114,9 @@ class SharedSocketEndpoint(endpoints.AdoptedStreamServerEndpoint):
     lines inlined to build the balanced port class.
     """
 
-    def __init__(self, reactor, fileno: int, family: int, board: ConnectionBoard, slot: int, count):
+    def __init__(self, reactor, fileno: int, family: int, seat: Seat, count):
         super().__init__(reactor, fileno, family)
-        self.board, self.slot, self.count = board, slot, count
+        self.seat, self.count = seat, count
 
     def listen(self, factory):
         if self._used:
@@ -124,7 +128,7 @@ class SharedSocketEndpoint(endpoints.AdoptedStreamServerEndpoint):
                 port = _UNIXPort._fromListeningDescriptor(self.reactor, self.fileno, factory)
             else:
                 port = _TCPPort._fromListeningDescriptor(self.reactor, self.fileno, self.addressFamily, factory)
-            port.board, port.slot, port.count = self.board, self.slot, self.count
+            port.seat, port.count = self.seat, self.count
             port.startListening()
             self._close(self.fileno)
         except BaseException:

@@ -6,7 +6,8 @@ with twistd's ``--uid/--gid``), then stops reading from them: it never
 accepts a connection.  Each worker is forked from the master (no exec, see
 ``ForkedWorker``), inherits the listening sockets as file descriptors and
 adopts them (``acceptshare.SharedSocketEndpoint``), so all workers accept
-from one kernel queue, taking turns by load (``acceptshare.ConnectionBoard``).  Because the master holds the sockets, a worker that dies or retires
+from one kernel queue, taking turns by load (``acceptshare.ConnectionBoard``).
+Because the master holds the sockets, a worker that dies or retires
 loses no queued connection: the others (or its replacement) accept it.  See
 ``docs/design.md`` ("Process model") for why one shared queue rather than
 ``SO_REUSEPORT``.
@@ -38,7 +39,7 @@ from twisted.logger import FileLogObserver, Logger, eventAsText, globalLogPublis
 from twisted.python.failure import Failure
 
 from . import fanin, graceful, sdnotify
-from .acceptshare import IDLE, ConnectionBoard, SharedSocketEndpoint
+from .acceptshare import ConnectionBoard, SharedSocketEndpoint
 from .admin import admin_endpoint
 from .errors import ConfigError
 from .hooks import run_hook
@@ -159,7 +160,7 @@ class Worker(protocol.ProcessProtocol):
         self.ready = False
         self.retiring = False
         self.ended: defer.Deferred = defer.Deferred()
-        self.slot = None  # its counter on the master's ConnectionBoard
+        self.seat = None  # its counter on the master's ConnectionBoard
         self._partial: dict[int, bytes] = {}
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
@@ -278,14 +279,14 @@ class Master(Service):
             child_fds[FIRST_SOCKET_FD + offset] = port.fileno()
             sockets[description] = [FIRST_SOCKET_FD + offset, int(port.socket.family)]
         max_requests = site.max_requests and site.max_requests + random.randint(0, site.max_requests_jitter)
-        worker.slot = slot = self.board.take_slot()
+        worker.seat = seat = self.board.take_seat()
         try:
             worker.pid = ForkedWorker(
                 self.reactor, worker, child_fds,
-                lambda: become_worker(prepared.path, sockets, max_requests, (self.board, slot)),
+                lambda: become_worker(prepared.path, sockets, max_requests, seat),
             ).pid
         except OSError as error:
-            self.board.release_slot(slot)
+            self.board.release(seat)
             self.backoff = min(MAX_BACKOFF, max(0.5, self.backoff * 2))
             log.error("cannot start a worker ({error}): trying again in {delay:g}s", error=error, delay=self.backoff)
             return None
@@ -355,7 +356,7 @@ class Master(Service):
 
     def worker_ended(self, worker: Worker, reason) -> None:
         self.workers.remove(worker)
-        self.board.release_slot(worker.slot)
+        self.board.release(worker.seat)
         if self.admin:
             self.admin.worker_ended(worker.pid)
         status = _status(reason)
@@ -512,9 +513,9 @@ class WorkerService(HostService):
 
     standalone = False
 
-    def __init__(self, prepared, sockets: dict, max_requests: int = 0, reactor=None, board=None):
+    def __init__(self, prepared, sockets: dict, max_requests: int = 0, reactor=None, seat=None):
         self.sockets = sockets  # endpoint string -> (fd, address family)
-        self.board = board  # (ConnectionBoard, this worker's slot), or None: accept unbalanced
+        self.seat = seat  # this worker's acceptshare.Seat, or None: accept unbalanced
         self.max_requests = max_requests
         self._recycling = False
         configured = [i for i in prepared.site.listen if socket_description(i) in sockets]
@@ -529,10 +530,9 @@ class WorkerService(HostService):
 
     def endpoint(self, description: str):
         fd, family = self.sockets[description]
-        if self.board is None or self.board[1] is None:
+        if self.seat is None:
             return endpoints.AdoptedStreamServerEndpoint(self.reactor, fd, family)
-        board, slot = self.board
-        return SharedSocketEndpoint(self.reactor, fd, family, board, slot,
+        return SharedSocketEndpoint(self.reactor, fd, family, self.seat,
                                     lambda: len(self.factory.connections.open))
 
     def running_now(self) -> None:
@@ -543,8 +543,8 @@ class WorkerService(HostService):
     def stopService(self) -> defer.Deferred:
         if self._orphan_check.running:
             self._orphan_check.stop()
-        if self.board is not None and self.board[1] is not None:
-            self.board[0].publish(self.board[1], IDLE)  # draining: the others take new connections
+        if self.seat is not None:
+            self.seat.leave()  # draining: the others take new connections
         return super().stopService()
 
     def tell(self, message: str) -> None:
@@ -605,7 +605,7 @@ class ForkedWorker(process.Process):
 _left_behind: list = []
 
 
-def become_worker(path: str, sockets: dict, max_requests: int, board=None) -> int:
+def become_worker(path: str, sockets: dict, max_requests: int, seat=None) -> int:
     """In a child just forked from the master: serve as a worker; the exit status.
 
     The child leaves the master's state behind first: its signal handlers,
@@ -636,7 +636,7 @@ def become_worker(path: str, sockets: dict, max_requests: int, board=None) -> in
         _left_behind.append(old_reactor)
         installReactor(type(old_reactor)())
         gc.enable()  # Twisted disables it around fork
-        status = serve_worker(path, sockets, max_requests, board)
+        status = serve_worker(path, sockets, max_requests, seat)
     except BaseException:
         traceback.print_exc()
         status = 1
@@ -646,7 +646,7 @@ def become_worker(path: str, sockets: dict, max_requests: int, board=None) -> in
     return status
 
 
-def serve_worker(path: str, sockets: dict, max_requests: int, board=None) -> int:
+def serve_worker(path: str, sockets: dict, max_requests: int, seat=None) -> int:
     """Serve ``path`` on the master's ``sockets`` until stopped; the exit status."""
     for name in ("SIGHUP", "SIGTTIN", "SIGTTOU"):  # the master's signals, not ours
         signal.signal(getattr(signal, name), signal.SIG_IGN)
@@ -660,7 +660,7 @@ def serve_worker(path: str, sockets: dict, max_requests: int, board=None) -> int
     except ConfigError as error:
         sys.stderr.write(f"{error}\n")
         return 1
-    service = WorkerService(prepared, sockets, max_requests, reactor, board)
+    service = WorkerService(prepared, sockets, max_requests, reactor, seat)
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
