@@ -175,8 +175,7 @@ class WorkerPool(Service):
                 self._wake_due = True
                 self._reactor.callLater(0, self._wake_idle)
         elif self._stall_check is None:
-            self._seen_started = stats.started
-            self._stall_check = self._reactor.callLater(STALL, self._check_progress)
+            self._watch_progress()
         return True
 
     def _wake_idle(self) -> None:
@@ -187,8 +186,7 @@ class WorkerPool(Service):
         if spawn:
             self._spawn(awake=True)
         if queued > 1 and self._stall_check is None:  # the burst may block that one thread
-            self._seen_started = self.stats.started
-            self._stall_check = self._reactor.callLater(STALL, self._check_progress)
+            self._watch_progress()
 
     def _wake(self, wanted: int) -> int:
         """Unpark up to ``wanted`` threads (holding ``_lock``); return how many to spawn."""
@@ -200,6 +198,11 @@ class WorkerPool(Service):
         self._awake += spawn
         return spawn
 
+    def _watch_progress(self) -> None:
+        """In ``STALL`` s, wake more threads if no queued job has started by then."""
+        self._seen_started = self.stats.started
+        self._stall_check = self._reactor.callLater(STALL, self._check_progress)
+
     def _check_progress(self) -> None:
         """Jobs are queued: if none started since the last check, the awake threads block."""
         self._stall_check = None
@@ -210,8 +213,7 @@ class WorkerPool(Service):
         for _ in range(spawn):
             self._spawn(awake=True)
         if queued and (self._parked or self.stats.threads < self.stats.max_threads):
-            self._seen_started = started
-            self._stall_check = self._reactor.callLater(STALL, self._check_progress)
+            self._watch_progress()
 
     def stopService(self) -> defer.Deferred:
         """Stop after the queued jobs; fire when the threads are gone or STOP_GRACE passed."""
