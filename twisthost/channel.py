@@ -43,6 +43,7 @@ from .http1 import BadRequest, Head, HeadReader, StrictChunkedDecoder
 from .lazytimer import LazyTimer
 from .pages import error_body
 from .request import FastHeaders, http_date
+from .sendfile import HAVE_SENDFILE
 
 INET = (socket.AF_INET, socket.AF_INET6)
 LINGER = 2.0  # seconds a refused client may keep sending before the socket is aborted
@@ -132,6 +133,10 @@ class HostChannel(http.HTTPChannel):
         if self._secure is None:
             self._secure = super().isSecure()
         return self._secure
+
+    def can_sendfile(self) -> bool:
+        """May a response body be sent with ``sendfile(2)`` on this connection now?"""
+        return self._direct and HAVE_SENDFILE and not self.transport.disconnecting
 
     # -- the phase timer
 
@@ -228,6 +233,14 @@ class HostChannel(http.HTTPChannel):
         one), ``allHeadersReceived``, then the body or the request itself.
         """
         self._head = None
+        lane = self.site.lane
+        request = lane(self, head) if lane is not None else None
+        if request is not None:  # a plain GET of a cached file: see twisthost.lane
+            self.requests.append(request)
+            self._command, self._path, self._version = head.method, head.target, head.version
+            self.persistent = True  # the lane takes only HTTP/1.1 without "Connection: close"
+            self.allContentReceived()
+            return
         factory = self.requestFactory
         if _non_queued(factory):
             request = factory(self)

@@ -38,6 +38,11 @@ _CHUNK_LINE = re.compile(
     rb"[0-9A-Fa-f]+(?:[ \t]*;[ \t]*" + _TOKEN
     + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*\Z"
 )
+#: Field lines after the request line, each with CRLF before it, all well formed:
+#: a token name, a colon, a value without controls but HTAB.
+_FIELD_LINES = re.compile(rb"(?:\r\n" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*)*\Z")
+_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"))
+_FRAMING = (b"host", b"content-length", b"transfer-encoding")  # the fields check_head judges
 VERSIONS = (b"HTTP/1.0", b"HTTP/1.1")
 
 
@@ -122,7 +127,9 @@ class HeadReader:
         lines = block.split(b"\r\n")
         self.lines = lines
         self.header_bytes = len(block) - len(first)
-        return check_head(lines)
+        # One match judges every field line; a head it refuses gets its
+        # precise answer from the line-by-line check.
+        return check_head(lines, _FIELD_LINES.match(block, len(first)) is not None)
 
     def feed(self, line: bytes) -> Head | None:
         if b"\r" in line or b"\n" in line:
@@ -144,17 +151,26 @@ class HeadReader:
         return None
 
 
-def check_head(lines: list[bytes]) -> Head:
+def check_head(lines: list[bytes], fields_judged: bool = False) -> Head:
     """Judge a complete head (request line, then field lines); raise BadRequest if it fails.
 
-    An absolute-form target becomes origin-form (Twisted would route
-    ``http://host/x`` as a path).
+    ``fields_judged``: the field lines are known to be well formed
+    (``_FIELD_LINES``) and only need splitting.  An absolute-form target
+    becomes origin-form (Twisted would route ``http://host/x`` as a path).
     """
     method, target, version = request_line(lines[0])
-    headers = [header_field(line) for line in lines[1:]]
+    if fields_judged:
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers.append((name, value.strip(b" \t")))
+    else:
+        headers = [header_field(line) for line in lines[1:]]
     fields: dict[bytes, list[bytes]] = {}
     for name, value in headers:
-        fields.setdefault(name.lower(), []).append(value)
+        name = name.lower()
+        if name in _FRAMING:
+            fields.setdefault(name, []).append(value)
     chunked = _check_framing(fields, version)
     host = _check_host(fields, version)
     if target == b"*":
@@ -174,7 +190,7 @@ def request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
     if len(parts) != 3:
         raise BadRequest(400, "Malformed request line.")
     method, target, version = parts
-    if not _IS_TOKEN.match(method):
+    if method not in _METHODS and not _IS_TOKEN.match(method):
         raise BadRequest(400, "Malformed request method.")
     if not _TARGET.match(target):
         raise BadRequest(400, "Malformed request target.")

@@ -66,11 +66,15 @@ class RequestNotes:
     extra: dict = field(default_factory=dict)
 
 
-def request_id(request) -> str:
-    """The client's X-Request-ID if it is sane, else a new one; set both ways."""
-    given = request.requestHeaders.getRawHeaders(b"x-request-id")
+def new_request_id(given: list[bytes] | None) -> bytes:
+    """The last of the client's X-Request-ID values if it is sane, else a new one."""
     # 128 random bits as hex, like uuid4().hex without building a UUID object per request.
-    value = given[-1] if given and _REQUEST_ID.match(given[-1]) else os.urandom(16).hex().encode()
+    return given[-1] if given and _REQUEST_ID.match(given[-1]) else os.urandom(16).hex().encode()
+
+
+def request_id(request) -> str:
+    """The request's id (:func:`new_request_id`), set on its request and response headers."""
+    value = new_request_id(request.requestHeaders.getRawHeaders(b"x-request-id"))
     request.requestHeaders.setRawHeaders(b"x-request-id", [value])
     request.responseHeaders.setRawHeaders(b"x-request-id", [value])
     return value.decode("ascii")

@@ -16,6 +16,7 @@ from .bodylimit import BodyLimitRequest
 from .channel import HostChannel
 from .config import Site
 from .graceful import Connections
+from .lane import lane_request
 from .limits import ConnectionSlots, fit_open_files
 from .request import DefaultHeadersRequest, SafeErrorsRequest
 
@@ -46,6 +47,8 @@ class HostSite(server.Site):
 
     displayTracebacks = False
     requestFactory = HostRequest
+    #: Answers plain GETs of cached static files without a ``Request``; None turns it off.
+    lane = staticmethod(lane_request)
 
     def __init__(self, root, config: Site | None = None, **kwargs):
         kwargs.setdefault("parsePOSTFormSubmission", False)

@@ -21,7 +21,7 @@ from twisted.web import static
 from twisted.web.resource import Resource
 
 from .pages import write_error
-from .staticfile import FileOptions, render_file
+from .staticfile import FileOptions, render_file, whole_file
 
 _METHODS = (b"GET", b"HEAD")
 _UNSAFE = re.compile(r"[/\\\0]")  # in a decoded name: a separator, or NUL
@@ -74,6 +74,26 @@ class StaticResource(Resource):
         if st is not None and stat.S_ISREG(st.st_mode) and not (wants_folder and names):
             return render_file(request, path, "/".join(names), st, self.options)
         return self.missing(request, names)
+
+    def whole_file(self, segments: list[bytes], codings: bool, can_sendfile):
+        """For :mod:`twisthost.lane`: what :func:`~twisthost.staticfile.whole_file` says of
+        the file ``segments`` name, when :meth:`render` would answer with it (and only then).
+
+        None for everything else: folders, index files, fallbacks, hidden,
+        missing or refused paths, and an ``internal`` mount.
+        """
+        if self.config.internal or not segments or not segments[-1]:
+            return None
+        try:
+            names = self.names(segments)
+        except BadPath:
+            return None
+        if not names:
+            return None
+        found = self.resolve(names)
+        if found is None or found[1] is None or not stat.S_ISREG(found[1].st_mode):
+            return None
+        return whole_file(self.options, found[0], "/".join(names), found[1], codings, can_sendfile)
 
     def names(self, segments: list[bytes]) -> list[str] | None:
         """Decoded path names below root; None for a hidden name, BadPath for an attack."""

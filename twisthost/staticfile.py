@@ -38,6 +38,7 @@ from twisted.web.http import datetimeToString, stringToDatetime
 
 from .compression import SIDECAR_SUFFIX, GzipCache, choose_coding, is_compressible
 from .pages import write_error
+from .request import FastHeaders
 from .sendfile import SendfileProducer, can_sendfile
 
 SMALL = 64 * 1024  # bodies up to this size are read and written in one go (and may be cached)
@@ -157,7 +158,7 @@ def set_file_headers(request, headers: list[tuple[bytes, bytes]]) -> None:
 class FileFacts:
     """One version of one file: its identity-coded headers, and its bytes if small."""
 
-    __slots__ = ("version", "type", "compressible", "etag", "mtime", "size", "headers", "body")
+    __slots__ = ("version", "type", "compressible", "etag", "mtime", "size", "headers", "body", "_head_lines")
 
     def __init__(self, options: FileOptions, path: str, relpath: str, st: os.stat_result):
         self.version = version(st)
@@ -166,6 +167,18 @@ class FileFacts:
         self.etag, self.mtime, self.size = make_etag(st), int(st.st_mtime), st.st_size
         self.headers = file_headers(options, self.type, relpath, None, self.etag, self.mtime, True)
         self.body = None
+        self._head_lines = None
+
+    def head_lines(self) -> bytes:
+        """The header lines of a 200 with the whole file, Content-Length last, as the
+        channel writes them (Twisted's name casing): formatted once per version."""
+        if self._head_lines is None:
+            headers = FastHeaders()
+            for name, value in (*self.headers, (b"content-length", b"%d" % self.size)):
+                headers.addRawHeader(name, value)
+            self._head_lines = b"".join(
+                name + b": " + value + b"\r\n" for name, values in headers.getAllRawHeaders() for value in values)
+        return self._head_lines
 
 
 class FactsCache:
@@ -250,20 +263,13 @@ def render_file(request, path: str, relpath: str, st: os.stat_result | None, opt
     on plain TCP.  Ranges, content codings, changed files and the rest go
     through :class:`FileResponse`.
     """
-    if st is None or not stat.S_ISREG(st.st_mode):
-        return FileResponse(path, relpath, options).render(request)  # its 403/404
-    facts = options.facts.get(options, path, relpath, st)
-    body = facts.body
-    if (request.getHeader(b"range") is not None
-            or (facts.compressible and request.getHeader(b"accept-encoding"))):
-        return FileResponse(path, relpath, options).render(request)
-    file = None
-    if body is None:
-        limit = options.sendfile_min_size
-        if limit is not None and facts.size >= limit and can_sendfile(request):
-            file = _open_version(path, facts.version)
-        if file is None:
-            return FileResponse(path, relpath, options).render(request)
+    found = None
+    if st is not None and stat.S_ISREG(st.st_mode) and request.getHeader(b"range") is None:
+        found = whole_file(options, path, relpath, st, bool(request.getHeader(b"accept-encoding")),
+                           lambda: can_sendfile(request))
+    if found is None:
+        return FileResponse(path, relpath, options).render(request)  # also its 403/404
+    facts, file = found
     set_file_headers(request, facts.headers)
     status = precondition(request, facts.etag, facts.mtime)
     if file is not None and (status is not None or request.method == b"HEAD"):
@@ -275,7 +281,30 @@ def render_file(request, path: str, relpath: str, st: os.stat_result | None, opt
     if file is not None:
         SendfileProducer(request, file, 0, facts.size).start()
         return server.NOT_DONE_YET
-    return b"" if request.method == b"HEAD" else body
+    return b"" if request.method == b"HEAD" else facts.body
+
+
+def whole_file(options: FileOptions, path: str, relpath: str, st: os.stat_result, codings: bool,
+               can_sendfile) -> "tuple[FileFacts, object] | None":
+    """``(facts, open file or None)`` when the whole regular file, in identity coding, can
+    be sent from its cached facts: its cached bytes, or ``sendfile`` of the opened file
+    when ``can_sendfile()`` says the connection allows it.
+
+    None when :class:`FileResponse` must answer: a compressible type the client
+    may want coded (``codings``: it sent Accept-Encoding), a small file not
+    cached yet, a big one without ``sendfile``, or a file that changed.
+    """
+    facts = options.facts.get(options, path, relpath, st)
+    if facts.compressible and codings:
+        return None
+    if facts.body is not None:
+        return facts, None
+    limit = options.sendfile_min_size
+    if limit is not None and facts.size >= limit and can_sendfile():
+        file = _open_version(path, facts.version)
+        if file is not None:
+            return facts, file
+    return None
 
 
 def _all(request, name: bytes) -> bytes | None:

@@ -141,6 +141,11 @@ def _without_trailing_slash(segments: list[bytes]) -> list[bytes]:
     return segments[:-1] if len(segments) > 1 and segments[-1] == b"" else segments
 
 
+def _target_segments(target: bytes) -> list[bytes]:
+    """A request target's decoded path segments, as Twisted makes ``postpath``."""
+    return [unquote(part) for part in target.partition(b"?")[0][1:].split(b"/")]
+
+
 def _segments(prefix: str) -> list[bytes]:
     return [] if prefix == "/" else prefix.strip("/").encode("utf-8").split(b"/")
 
@@ -196,9 +201,27 @@ class VirtualHosts(Resource):
         table, _ = self.table_for(request)
         if not isinstance(table, RouteTable):
             return None
-        segments = [unquote(part) for part in target.partition(b"?")[0][1:].split(b"/")]
+        segments = _target_segments(target)
         found = table.match(_without_trailing_slash(segments))
         return (found[0], segments[found[1]:]) if found else None
+
+    def static_target(self, host: bytes, target: bytes):
+        """``(route table, route label, resource, segments below the prefix)`` for :mod:`twisthost.lane`.
+
+        ``host`` is the request's one Host header.  None when the request
+        would not simply reach a service: an unknown host or path, or a
+        host with a guard (https redirect, HSTS) that may answer first.
+        """
+        name = host_from_header(host)
+        table = self.hosts.lookup(name) if name is not None else None
+        if not isinstance(table, RouteTable) or table.guard is not None:
+            return None
+        segments = _target_segments(target)
+        found = table.match_route(_without_trailing_slash(segments))
+        if found is None:
+            return None
+        resource, size, label = found
+        return table, label, resource, segments[size:]
 
     def route(self, request):
         table, name = self.table_for(request)
