@@ -299,8 +299,12 @@ def test_pool_saturation_moves_the_queue_wait_histogram(tmp_path, serve):
                for _ in range(3)]
     for client in clients:
         client.start()
-    time.sleep(0.15)
-    pools = json.loads(admin_get(server, "/status.json")[2])["sources"]["pools"]
+    deadline = time.monotonic() + 0.25  # all three are in well before the first one's 0.3 s are up
+    while True:
+        pools = json.loads(admin_get(server, "/status.json")[2])["sources"]["pools"]
+        if (pools[0]["busy"], pools[0]["queued"]) == (1, 2) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert pools[0]["busy"] == 1 and pools[0]["queued"] == 2
     for client in clients:
         client.join()

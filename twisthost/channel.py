@@ -236,10 +236,14 @@ class HostChannel(http.HTTPChannel):
         lane = self.site.lane
         request = lane(self, head) if lane is not None else None
         if request is not None:  # a plain GET of a cached file: see twisthost.lane
-            self.requests.append(request)
-            self._command, self._path, self._version = head.method, head.target, head.version
             self.persistent = True  # the lane takes only HTTP/1.1 without "Connection: close"
-            self.allContentReceived()
+            if request.at_once:
+                request.answer()  # ends in answered_at_once
+            else:  # a sendfile: queued as Twisted's requests are, so what follows waits for it
+                request.queued = True
+                self.requests.append(request)
+                self._command, self._path, self._version = head.method, head.target, head.version
+                self.allContentReceived()
             return
         factory = self.requestFactory
         if _non_queued(factory):
@@ -293,6 +297,16 @@ class HostChannel(http.HTTPChannel):
         else:
             self.phase = "closing"
         super().requestDone(request)
+
+    def answered_at_once(self) -> None:
+        """A request answered within its read, never queued (:mod:`twisthost.lane`): on to the next."""
+        if self.persistent:
+            self.phase = "idle"
+            self._expect_head()
+            self.setTimeout(self.limits.keepalive_timeout)
+        else:  # a drain began meanwhile
+            self.phase = "closing"
+            self.loseConnection()
 
     # -- refusing
 

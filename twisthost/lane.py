@@ -103,6 +103,7 @@ class LaneRequest:
     """
 
     code = 200
+    queued = False  # True when the channel queued us: only a sendfile answer outlives its read
     sentLength = 0
     startedWriting = True  # a drain must not try to add headers: ours are written at once
     finished = False
@@ -114,16 +115,20 @@ class LaneRequest:
         self.site = channel.site
         self.method, self.uri, self.clientproto = head.method, head.target, head.version
         self.path = head.target.partition(b"?")[0]
-        self.requestHeaders = FastHeaders()
-        self.requestHeaders.add_judged(head.headers)
+        self._fields, self._headers = head.headers, None
         self._table, self._route, self._given_id = table, route, given_id
         self._facts, self._file = facts, file
+        self.at_once = file is None or head.method == b"HEAD"  # answered within the read
         self._waiting: list[defer.Deferred] | None = None
 
     # -- the channel's side
 
     def requestReceived(self, command, path, version) -> None:
-        """Answer: the channel has queued us as it queues a Twisted request."""
+        """The channel queued us as it queues a Twisted request (``queued``): answer now."""
+        self.answer()
+
+    def answer(self) -> None:
+        """Write the answer; :meth:`finish` runs when it is all out (at once unless it is a sendfile)."""
         site = self.site
         site.connections.request_started(self)  # may end keep-alive, for a drain
         request_id = new_request_id([self._given_id] if self._given_id is not None else None)
@@ -168,7 +173,10 @@ class LaneRequest:
     def finish(self) -> None:
         self.finished = True
         self.site.log(self)
-        self.channel.requestDone(self)
+        if self.queued:
+            self.channel.requestDone(self)
+        else:
+            self.channel.answered_at_once()
         self._notify(None)
 
     def connectionLost(self, reason) -> None:
@@ -187,6 +195,14 @@ class LaneRequest:
             done.errback(reason) if reason is not None else done.callback(None)
 
     # -- what observers ask, as of a Twisted request
+
+    @property
+    def requestHeaders(self) -> FastHeaders:
+        """Made when first asked for: only an access log (or a multi-process metric) asks."""
+        if self._headers is None:
+            self._headers = FastHeaders()
+            self._headers.add_judged(self._fields)
+        return self._headers
 
     def getHeader(self, name: bytes):
         values = self.requestHeaders.getRawHeaders(name)
