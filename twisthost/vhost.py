@@ -121,6 +121,8 @@ class RouteTable:
             key=lambda item: len(item[0]),
             reverse=True,
         )
+        #: Has a mount the static lane (:mod:`twisthost.lane`) may answer for.
+        self.has_files = any(hasattr(resource, "whole_file") for resource in routes.values())
 
     def match(self, segments: list[bytes]) -> tuple[Resource, int] | None:
         """The resource for a request path and how many segments its prefix took."""
@@ -214,7 +216,7 @@ class VirtualHosts(Resource):
         """
         name = host_from_header(host)
         table = self.hosts.lookup(name) if name is not None else None
-        if not isinstance(table, RouteTable) or table.guard is not None:
+        if not isinstance(table, RouteTable) or table.guard is not None or not table.has_files:
             return None
         segments = _target_segments(target)
         found = table.match_route(_without_trailing_slash(segments))
