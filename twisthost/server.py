@@ -47,8 +47,6 @@ class HostSite(server.Site):
 
     displayTracebacks = False
     requestFactory = HostRequest
-    #: Answers plain GETs of cached static files without a ``Request``; None turns it off.
-    lane = staticmethod(lane_request)
 
     def __init__(self, root, config: Site | None = None, **kwargs):
         kwargs.setdefault("parsePOSTFormSubmission", False)
@@ -72,6 +70,10 @@ class HostSite(server.Site):
         value = config.server_header
         #: The ``Server`` header value every response gets, from the config in force.
         self.server_header = value.encode("ascii") if value else None
+        hooks = config.hooks or {}
+        #: Answers plain GETs of cached static files without a ``Request`` (None: never),
+        #: unless request hooks are to be handed Twisted's request object.
+        self.lane = None if "pre_request" in hooks or "post_request" in hooks else lane_request
 
     def buildProtocol(self, addr):
         refusal = self.slots.admit(addr, self.config)
