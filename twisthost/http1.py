@@ -59,15 +59,17 @@ class Head:
 
     ``length`` is the body's Content-Length, ``None`` for a chunked body
     (``chunked`` is then true) and 0 when the head declares no body.
+    ``host`` is the one Host header's value as sent, None without one.
     """
 
-    __slots__ = ("method", "target", "version", "headers", "length", "chunked")
+    __slots__ = ("method", "target", "version", "headers", "length", "chunked", "host")
 
-    def __init__(self, method, target, version, headers, length, chunked):
+    def __init__(self, method, target, version, headers, length, chunked, host):
         self.method, self.target, self.version = method, target, version
         self.headers: list[tuple[bytes, bytes]] = headers
         self.length: int | None = length
         self.chunked: bool = chunked
+        self.host: bytes | None = host
 
 
 class HeadReader:
@@ -182,7 +184,8 @@ def check_head(lines: list[bytes], fields_judged: bool = False) -> Head:
             headers.append((b"Host", authority))
     lengths = fields.get(b"content-length")
     length = None if chunked else int(lengths[0]) if lengths else 0
-    return Head(method, target, version, headers, length, chunked)
+    hosts = fields.get(b"host")
+    return Head(method, target, version, headers, length, chunked, hosts[0] if hosts else None)
 
 
 def request_line(line: bytes) -> tuple[bytes, bytes, bytes]:

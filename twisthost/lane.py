@@ -40,9 +40,8 @@ from .sendfile import SendfileProducer
 _METHODS = (b"GET", b"HEAD")
 
 # What a request header means to the lane, by its name as sent.
-_PLAIN, _HOST, _CODINGS, _CONNECTION, _REQUEST_ID, _REFUSE = range(6)
+_PLAIN, _CODINGS, _CONNECTION, _REQUEST_ID, _REFUSE = range(5)
 _MEANINGS = {
-    b"host": _HOST,
     b"accept-encoding": _CODINGS,
     b"connection": _CONNECTION,
     b"x-request-id": _REQUEST_ID,
@@ -66,7 +65,15 @@ def lane_request(channel, head) -> "LaneRequest | None":
     """The request that answers ``head`` from cached file facts, or None for the usual path."""
     if head.method not in _METHODS or head.version != b"HTTP/1.1" or head.length or head.chunked:
         return None
-    host = given_id = None
+    find = getattr(channel.site.resource, "static_target", None)
+    target = find(head.host, head.target) if find is not None else None  # HTTP/1.1 has a Host
+    if target is None:
+        return None
+    table, route, resource, segments = target
+    whole_file = getattr(resource, "whole_file", None)  # a Static mount's
+    if whole_file is None:
+        return None
+    given_id = None
     codings = False
     for name, value in head.headers:
         meaning = _SEEN.get(name)
@@ -74,21 +81,13 @@ def lane_request(channel, head) -> "LaneRequest | None":
             meaning = _meaning(name)
         if meaning == _PLAIN:
             continue
-        if meaning == _HOST:
-            host = value
-        elif meaning == _CODINGS:
+        if meaning == _CODINGS:
             codings = True
         elif meaning == _REQUEST_ID:
             given_id = value
         elif meaning == _REFUSE or value.lower() != b"keep-alive":  # Connection: close, upgrade...
             return None
-    find = getattr(channel.site.resource, "static_target", None)
-    target = find(host, head.target) if find is not None and host is not None else None
-    if target is None:
-        return None
-    table, route, resource, segments = target
-    whole_file = getattr(resource, "whole_file", None)  # a Static mount's
-    found = whole_file(segments, codings, channel.can_sendfile) if whole_file is not None else None
+    found = whole_file(segments, codings, channel.can_sendfile)
     if found is None:
         return None
     return LaneRequest(channel, head, table, route, given_id, *found)
@@ -139,10 +138,10 @@ class LaneRequest:
         head = [b"HTTP/1.1 200 OK\r\n"]
         if site.server_header:
             head += (b"Server: ", site.server_header, b"\r\n")
-        head += (b"Date: ", http_date(), b"\r\nX-Request-Id: ", request_id, b"\r\n", facts.head_lines())
-        if not channel.persistent:
+        head += (b"Date: ", http_date(), b"\r\n")
+        if not channel.persistent:  # where the usual path has it: a drain marks it as the request starts
             head.append(b"Connection: close\r\n")
-        head.append(b"\r\n")
+        head += (b"X-Request-Id: ", request_id, b"\r\n", facts.head_lines(), b"\r\n")
         if self.method == b"HEAD":
             if self._file is not None:
                 self._file.close()
