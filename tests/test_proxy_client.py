@@ -9,12 +9,15 @@ answer, the way an upstream's keep-alive timeout races a new request.
 from __future__ import annotations
 
 import http.client
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
-from conftest import Server, free_port, write_site
+from conftest import Server, free_port, raw_request, write_site
+from tls_support import CA, ConfigServer
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 ANSWERS = {
@@ -32,6 +35,13 @@ ANSWERS = {
     "/space-name": [b"HTTP/1.1 200 OK\r\nX-A : 1\r\nContent-Length: 2\r\n\r\nok"],
     # a line without a colon, although its text is a header name seen before
     "/no-colon": [b"HTTP/1.1 200 OK\r\nX-A: 1\r\nX-A\r\nContent-Length: 2\r\n\r\nok"],
+    # every kind of header a response head can carry, for what crosses to the client
+    "/relay": [(b"HTTP/1.1 200 Fine\r\nServer: up\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n"
+               b"Connection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: secret\r\n"
+               b"Proxy-Authenticate: Basic\r\nSet-Cookie: a=1\r\nVary: Accept\r\nset-cookie: b=2\r\n"
+               b"Trailer: X-T\r\nUpgrade: h2c\r\nX-Drop: 1\r\nVia: 1.0 inner\r\n"
+               b"X-Custom:  spaced  value\r\nContent-Length: 2\r\n\r\nok")],
+    "/not-modified": [b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\nContent-Length: 10\r\n\r\n'],
 }
 
 
@@ -104,7 +114,11 @@ def scripted():
 def proxy(scripted, tmp_path_factory):
     config = write_site(tmp_path_factory.mktemp("proxy-client"), f"""
         from twisthost import Site, Host, Proxy
-        site = Site(default=Host(routes={{"/": Proxy("http://127.0.0.1:{scripted.port}", max_fails=0)}}))
+        site = Site(default=Host(routes={{
+            "/": Proxy("http://127.0.0.1:{scripted.port}", max_fails=0),
+            "/ruled": Proxy("http://127.0.0.1:{scripted.port}", max_fails=0, strip_prefix=True, via=True,
+                            headers_down={{"Server": "front", "X-Drop": None, "Content-Length": "5"}}),
+        }}))
     """)
     server = Server(config, free_port())
     yield server
@@ -178,3 +192,97 @@ def test_reused_connection_closed_by_upstream_is_not_replayed_for_post(proxy, sc
     response, _ = fetch(proxy, "/ok?post", method="POST", body=b"x")
     assert response.status == 502
     assert scripted.requests.count("/ok?post") == 1
+
+
+def head_lines(response: bytes) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:
+    """A raw response's status line, its header lines as (lower-case name, value), and its body."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    pairs = [(name.lower(), value.strip()) for name, _, value in (line.partition(b":") for line in lines)]
+    return status, pairs, body
+
+
+def values(pairs, name: bytes) -> list[bytes]:
+    return [value for lower, value in pairs if lower == name]
+
+
+HOP_NAMES = (b"x-hop", b"keep-alive", b"proxy-authenticate", b"trailer", b"upgrade", b"transfer-encoding")
+
+
+def test_response_head_crosses_without_hop_by_hop_headers(proxy):
+    response = raw_request(proxy.port, b"GET /relay HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n")
+    status, pairs, body = head_lines(response)
+    assert status == b"HTTP/1.1 200 Fine" and body == b"ok"
+    for name in HOP_NAMES:
+        assert values(pairs, name) == [], name
+    assert values(pairs, b"connection") == [b"close"]  # the client's own connection, not the upstream's
+    assert values(pairs, b"set-cookie") == [b"a=1", b"b=2"]
+    assert values(pairs, b"server") == [b"up"]  # the upstream's replace the server's own
+    assert values(pairs, b"date") == [b"Mon, 01 Jan 2024 00:00:00 GMT"]
+    assert values(pairs, b"content-length") == [b"2"]
+    assert values(pairs, b"x-custom") == [b"spaced  value"]
+    assert values(pairs, b"via") == [b"1.0 inner"]
+
+
+def test_headers_down_rules_and_via_apply_to_the_relayed_head(proxy):
+    response = raw_request(proxy.port, b"GET /ruled/relay HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n")
+    status, pairs, body = head_lines(response)
+    assert status == b"HTTP/1.1 200 Fine" and body == b"ok"
+    assert values(pairs, b"server") == [b"front"]
+    assert values(pairs, b"x-drop") == []
+    assert values(pairs, b"via") == [b"1.0 inner", b"1.1 twisthost"]
+    assert values(pairs, b"content-length") == [b"2"]  # framing is never a rule's
+    assert values(pairs, b"set-cookie") == [b"a=1", b"b=2"]
+
+
+def test_http_1_0_client_gets_an_unframed_body_until_close(proxy):
+    response = raw_request(proxy.port, b"GET /until-close HTTP/1.0\r\nHost: x.test\r\n\r\n")
+    status, pairs, body = head_lines(response)
+    assert status == b"HTTP/1.0 200 OK" and body == b"all of this"
+    assert values(pairs, b"transfer-encoding") == [] and values(pairs, b"content-length") == []
+
+
+def test_not_modified_has_no_body_and_keeps_both_connections(proxy, scripted):
+    fetch(proxy, "/ok")
+    before = scripted.accepts
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    try:
+        response, body = fetch(proxy, "/not-modified", conn=conn)
+        assert (response.status, body, response.getheader("Content-Length")) == (304, b"", None)
+        assert response.getheader("ETag") == '"x"'
+        assert fetch(proxy, "/ok", conn=conn)[1] == b"ok"  # the client's connection is in step
+    finally:
+        conn.close()
+    assert scripted.accepts == before  # and so is the upstream's
+
+
+@pytest.fixture(scope="module")
+def h2proxy(scripted, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("proxy-h2")
+    CA(folder).issue("a", ["a.test"])
+    port = free_port()
+    config = write_site(folder, f"""
+        from twisthost import TLS, Site, Host, Proxy
+        site = Site(listen=[TLS("tcp:{port}:interface=127.0.0.1", cert="a.pem", key="a.key")],
+                    default=Host(routes={{"/": Proxy("http://127.0.0.1:{scripted.port}", max_fails=0,
+                                          via=True, headers_down={{"X-Drop": None}})}}))
+    """)
+    server = ConfigServer(config, [port])
+    yield server
+    server.stop()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_http2_client_gets_the_same_headers_through_twisted_headers(h2proxy):
+    done = subprocess.run(
+        ["curl", "-sk", "--http2", "-D", "-", "-o", "/dev/null", f"https://127.0.0.1:{h2proxy.port}/relay"],
+        capture_output=True, timeout=20, check=True,
+    )
+    status, pairs, _ = head_lines(done.stdout)
+    assert status.startswith(b"HTTP/2 200")
+    for name in (*HOP_NAMES, b"connection", b"x-drop"):
+        assert values(pairs, name) == [], name
+    assert values(pairs, b"set-cookie") == [b"a=1", b"b=2"]
+    assert values(pairs, b"server") == [b"up"]
+    assert values(pairs, b"via") == [b"1.0 inner", b"1.1 twisthost"]
+    assert values(pairs, b"content-length") == [b"2"]

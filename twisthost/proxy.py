@@ -21,13 +21,15 @@ from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from .accel import HEADER as ACCEL_HEADER, hand_off
+from .accel import hand_off
 from .balance import Balancer
 from .forwarded import resolve_client
 from .health import HealthChecker
 from .pages import write_error
 from .proxy_client import UpstreamPool
-from .proxy_headers import copy_response_headers, head_bytes, is_upgrade, upstream_headers
+from .proxy_headers import (
+    ResponseRules, copy_response_headers, head_bytes, is_upgrade, response_head, upstream_headers,
+)
 from .tunnel import can_tunnel, open_tunnel
 from .upstream import Upstream, UpstreamEndpoints
 
@@ -64,6 +66,7 @@ class Gateway(Service):
         self.upstreams = primaries + backups
         self.balancer = Balancer(config.balance, primaries, backups)
         self.pool = UpstreamPool(reactor, config.keepalive, config.keepalive_timeout)
+        self.rules = ResponseRules(config)
         # Health checks are rare: Twisted's Agent, on connections of their own, is the simple tool.
         self.checker = HealthChecker(
             config.health, self.upstreams,
@@ -298,16 +301,46 @@ class Exchange:
             notes.extra["upstream_ms"] = round((self.reactor.seconds() - self.sent_at) * 1000, 3)
         self.receiving = True
         self.timer.reset(self.config.idle_timeout)
-        for lower, _, target in head.headers:
-            if lower == ACCEL_HEADER:  # an internal Static of this host answers (twisthost.accel)
-                self.accel = (target, [(name, value) for _, name, value in head.headers])
-                return
+        if head.accel is not None:  # an internal Static of this host answers (twisthost.accel)
+            self.accel = (head.accel, [(name, value) for _, name, value, _ in head.headers])
+            return
         request.setResponseCode(head.status, head.phrase)
-        request.defaultContentType = None
-        copy_response_headers(head, request.responseHeaders, self.config)
-        if head.length is not None and (request.method == b"HEAD" or head.status not in _NO_BODY_STATUS):
-            request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % head.length])
+        if not self._write_head(head):
+            request.defaultContentType = None
+            copy_response_headers(head, request.responseHeaders, self.gateway.rules)
+            if head.length is not None and (request.method == b"HEAD" or head.status not in _NO_BODY_STATUS):
+                request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % head.length])
         request.registerProducer(self, True)
+
+    def _write_head(self, head) -> bool:
+        """Write the response head to an HTTP/1 channel; False when it takes ``Headers`` instead.
+
+        Copying the upstream's headers into ``request.responseHeaders`` for
+        the channel to write them out again was the largest part of relaying
+        a head.  Here the head is made once (``proxy_headers.response_head``)
+        and the request is left as ``Request.write`` (twisted.web.http)
+        leaves it after its first call: started, and chunked when the body
+        has neither a length nor a reason to be empty (HEAD, 204, 304: the
+        upstream connection passes no body for those).  Requests carrying
+        what that method would add (cookies, ETag, Last-Modified: nothing in
+        the proxy sets them) take the ``Headers`` path.
+        """
+        request = self.request
+        channel = request.channel
+        if (getattr(channel, "hold_output", None) is None or request.startedWriting or request.cookies
+                or request.etag is not None or request.lastModified is not None):
+            return False
+        status, head_request = head.status, request.method == b"HEAD"
+        if head.length is not None and (head_request or status not in _NO_BODY_STATUS):
+            framing = b"Content-Length: %d\r\n" % head.length
+        elif request.clientproto == b"HTTP/1.1" and not head_request and status not in _NO_BODY_STATUS:
+            framing, request.chunked = b"Transfer-Encoding: chunked\r\n", 1
+        else:
+            framing = b""
+        request.startedWriting = 1
+        status_line = b"%s %d %s\r\n" % (request.clientproto, status, request.code_message)
+        channel.write(response_head(status_line, request.responseHeaders, head, self.gateway.rules, framing))
+        return True
 
     def body(self, data: bytes) -> None:
         self.timer.reset(self.config.idle_timeout)

@@ -33,6 +33,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.http import _ChunkedTransferDecoder, _IdentityTransferDecoder
 
+from .accel import HEADER as ACCEL_HEADER
 from .directsend import is_plain_socket, send_now
 from .lazytimer import LazyTimer
 
@@ -41,6 +42,8 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NAMES: dict = {}  # header names seen and found valid -> lower case (a few dozen in practice)
 _MAX_NAMES = 1000
 _NO_BODY_STATUS = frozenset({204, 304})
+# Names Head looks at: framing, and the internal redirect (twisthost.accel).
+_FRAMING = frozenset({b"connection", b"content-length", b"transfer-encoding", ACCEL_HEADER})
 SURPLUS_IDLE = 1.0  # seconds an idle connection beyond ``keepalive`` is kept (UpstreamPool.release)
 
 
@@ -58,9 +61,16 @@ def connection_tokens(values) -> frozenset:
 
 
 class Head:
-    """A parsed response head; ``headers`` are ``(lower-case name, name, value)`` triples."""
+    """A parsed response head.
 
-    __slots__ = ("version", "status", "phrase", "headers", "connection", "length", "chunked", "keep")
+    ``headers`` are ``(lower-case name, name, value, line)`` tuples, ``line``
+    being the header line as received (checked: a token, a colon, no CR or
+    LF), so that what crosses to a client can be relayed as it came.
+    ``accel`` is the value of the internal redirect header (:mod:`twisthost.accel`), if any.
+    """
+
+    __slots__ = ("version", "status", "phrase", "headers", "connection", "length", "chunked", "keep",
+                 "accel")
 
     def __init__(self, head: bytes):
         # Lines end in CRLF only: a bare CR or LF could split a header on the way to the client.
@@ -74,6 +84,7 @@ class Head:
             raise BadResponse(f"bad status line {lines[0][:80]!r}")
         self.version, self.status = version, int(code)
         self.headers = headers = []
+        self.accel = None
         connection, lengths, codings = [], [], []
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
@@ -81,13 +92,16 @@ class Head:
             if lower is None:
                 lower = _header_name(name, colon, line)
             value = value.strip(b" \t")
-            if lower == b"connection":
-                connection.append(value)
-            elif lower == b"content-length":
-                lengths.append(value)
-            elif lower == b"transfer-encoding":
-                codings.append(value)
-            headers.append((lower, name, value))
+            if lower in _FRAMING:
+                if lower == b"connection":
+                    connection.append(value)
+                elif lower == b"content-length":
+                    lengths.append(value)
+                elif lower == b"transfer-encoding":
+                    codings.append(value)
+                elif self.accel is None:
+                    self.accel = value
+            headers.append((lower, name, value, line))
         self.connection = connection_tokens(connection)
         # Kept alive unless told otherwise; a length next to a coding is a
         # smuggling smell (RFC 9112 6.3): the coding wins, the connection closes after.

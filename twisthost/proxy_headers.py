@@ -162,26 +162,86 @@ def _quote(value: bytes) -> bytes:
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
-def copy_response_headers(head, target: Headers, config) -> None:
-    """The upstream response's headers (a ``proxy_client.Head``) onto the client response.
+class ResponseRules:
+    """What one ``Proxy`` config does to response heads, decided once rather than per response.
 
-    Each name's values replace what the server set (``Date``, ``Server``), in order.
+    ``headers_down`` names are the rules' own: the upstream's values and the
+    server's (``Server``, ``Date``...) give way to the rule's value, or to
+    nothing.  Framing and hop-by-hop names are the proxy's, never a rule's.
+    ``Via`` is appended to the upstream's unless a rule names it.
+    """
+
+    def __init__(self, config):
+        rules = [(name, value) for name, value in config.headers_down or () if name not in HOP_BY_HOP]
+        self.ruled = frozenset(name for name, _ in rules)
+        added = Headers()  # for the names' usual spelling ("X-Frame-Options"), as Headers writes them
+        if config.via and b"via" not in self.ruled:
+            added.addRawHeader(b"via", VIA)
+        for name, value in rules:
+            if value is not None:
+                added.addRawHeader(name, value)
+        self.added = tuple((name, value) for name, values in added.getAllRawHeaders() for value in values)
+        self.added_lines = b"".join(b"%s: %s\r\n" % pair for pair in self.added)
+
+
+_CROSSES: dict = {}  # response header name (lower case) -> not hop-by-hop by itself
+_MAX_CROSSES = 1000  # names are upstream-chosen: bounded like proxy_client._NAMES
+
+
+def _crossing(head, rules: ResponseRules) -> list:
+    """The upstream's header tuples (``proxy_client.Head.headers``) that reach the client."""
+    listed, ruled = head.connection, rules.ruled
+    out = []
+    for item in head.headers:
+        lower = item[0]
+        crosses = _CROSSES.get(lower)
+        if crosses is None:
+            crosses = _end_to_end(lower, ())
+            if len(_CROSSES) < _MAX_CROSSES:
+                _CROSSES[lower] = crosses
+        if crosses and lower not in listed and lower not in ruled:
+            out.append(item)
+    return out
+
+
+def response_head(status_line: bytes, own: Headers, head, rules: ResponseRules, framing: bytes) -> bytes:
+    """An HTTP/1.x response head: ``own`` headers, the upstream's lines as received, the rules'.
+
+    ``own`` are what the server set before (``Server``, ``Date``,
+    ``X-Request-Id``, ``Connection: close``); the upstream's values of a name
+    replace them.  ``framing`` is the ``Content-Length`` or
+    ``Transfer-Encoding`` line, or nothing.
+    """
+    crossing = _crossing(head, rules)
+    names = {item[0] for item in crossing}
+    names.update(rules.ruled)
+    parts = [status_line]
+    for name, values in own.getAllRawHeaders():
+        if name.lower() not in names:
+            for value in values:
+                parts += (name, b": ", value, b"\r\n")
+    for item in crossing:
+        parts += (item[3], b"\r\n")
+    parts += (rules.added_lines, framing, b"\r\n")
+    return b"".join(parts)
+
+
+def copy_response_headers(head, target: Headers, rules: ResponseRules) -> None:
+    """The upstream response's headers onto ``target``, the client response's ``Headers``.
+
+    For channels that take ``Headers`` only (HTTP/2); HTTP/1 heads are built
+    by :func:`response_head` from the same rules.
     """
     grouped: dict = {}
-    listed = head.connection
-    for lower, name, value in head.headers:
-        if _end_to_end(lower, listed):
-            entry = grouped.get(lower)
-            if entry is None:
-                grouped[lower] = (name, [value])
-            else:
-                entry[1].append(value)
+    for lower, name, value, _ in _crossing(head, rules):
+        entry = grouped.get(lower)
+        if entry is None:
+            grouped[lower] = (name, [value])
+        else:
+            entry[1].append(value)
     for name, values in grouped.values():
         target.setRawHeaders(name, values)
-    if config.via:
-        target.addRawHeader(b"via", VIA)
-    for name, value in config.headers_down or ():
-        if value is None:
-            target.removeHeader(name)
-        else:
-            target.setRawHeaders(name, [value])
+    for name in rules.ruled:
+        target.removeHeader(name)
+    for name, value in rules.added:
+        target.addRawHeader(name, value)
