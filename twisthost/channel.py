@@ -237,13 +237,9 @@ class HostChannel(http.HTTPChannel):
         request = lane(self, head) if lane is not None else None
         if request is not None:  # a plain GET of a cached file: see twisthost.lane
             self.persistent = True  # the lane takes only HTTP/1.1 without "Connection: close"
-            if request.at_once:
-                request.answer()  # ends in answered_at_once
-            else:  # a sendfile: queued as Twisted's requests are, so what follows waits for it
-                request.queued = True
-                self.requests.append(request)
-                self._command, self._path, self._version = head.method, head.target, head.version
-                self.allContentReceived()
+            request.answer()  # if it is all out, its finish has called answered_at_once
+            if not request.finished:
+                self._queue_unfinished(request)
             return
         factory = self.requestFactory
         if _non_queued(factory):
@@ -297,6 +293,17 @@ class HostChannel(http.HTTPChannel):
         else:
             self.phase = "closing"
         super().requestDone(request)
+
+    def _queue_unfinished(self, request) -> None:
+        """Queue a lane answer still under way (a ``sendfile`` waiting for the socket), as
+        ``allContentReceived`` queues a Twisted request: what the client sends meanwhile is
+        held until its ``finish`` calls :meth:`requestDone`."""
+        request.queued = True
+        self.requests.append(request)
+        self.phase = "busy"
+        self._savedTimeOut = self.setTimeout(None)
+        self._handlingRequest = True
+        self.setRawMode()
 
     def answered_at_once(self) -> None:
         """A request answered within its read, never queued (:mod:`twisthost.lane`): on to the next."""

@@ -12,8 +12,9 @@ header.  The answer itself is a head that only differs by ``Date`` and
 
 So the channel asks :func:`lane_request` for every bodiless head before it
 builds a Twisted request.  When the head qualifies, a :class:`LaneRequest`
-takes the request's place in the channel's queue and answers from the
-cached facts; otherwise the head goes the usual way, which gives every other
+answers from the cached facts, within the read; only a ``sendfile`` the
+socket cannot take at once enters the channel's request queue, as a Twisted
+request would, so pipelined requests wait for it.  Otherwise the head goes the usual way, which gives every other
 answer (304, 206, 404, redirects, compressed variants, errors).  A head only
 qualifies when the usual way would answer 200 (or a HEAD of it) with the
 whole file in identity coding, so the two paths give the same response;
@@ -102,7 +103,7 @@ class LaneRequest:
     """
 
     code = 200
-    queued = False  # True when the channel queued us: only a sendfile answer outlives its read
+    queued = False  # True once the channel queued us: a sendfile that outlived its read
     sentLength = 0
     startedWriting = True  # a drain must not try to add headers: ours are written at once
     finished = False
@@ -117,14 +118,9 @@ class LaneRequest:
         self._fields, self._headers = head.headers, None
         self._table, self._route, self._given_id = table, route, given_id
         self._facts, self._file = facts, file
-        self.at_once = file is None or head.method == b"HEAD"  # answered within the read
         self._waiting: list[defer.Deferred] | None = None
 
     # -- the channel's side
-
-    def requestReceived(self, command, path, version) -> None:
-        """The channel queued us as it queues a Twisted request (``queued``): answer now."""
-        self.answer()
 
     def answer(self) -> None:
         """Write the answer; :meth:`finish` runs when it is all out (at once unless it is a sendfile)."""
