@@ -121,8 +121,11 @@ class RouteTable:
             key=lambda item: len(item[0]),
             reverse=True,
         )
-        #: Has a mount the static lane (:mod:`twisthost.lane`) may answer for.
-        self.has_files = any(hasattr(resource, "whole_file") for resource in routes.values())
+        #: Prefixes of the mounts the static lane (:mod:`twisthost.lane`) may answer for, as
+        #: sent: a target starting with none of them is not worth decoding and matching.
+        self.file_prefixes = tuple(
+            ("/" + prefix.strip("/")).encode("utf-8")
+            for prefix, resource in routes.items() if hasattr(resource, "whole_file"))
 
     def match(self, segments: list[bytes]) -> tuple[Resource, int] | None:
         """The resource for a request path and how many segments its prefix took."""
@@ -216,7 +219,8 @@ class VirtualHosts(Resource):
         """
         name = host_from_header(host)
         table = self.hosts.lookup(name) if name is not None else None
-        if not isinstance(table, RouteTable) or table.guard is not None or not table.has_files:
+        if (not isinstance(table, RouteTable) or table.guard is not None
+                or not target.startswith(table.file_prefixes)):
             return None
         segments = _target_segments(target)
         found = table.match_route(_without_trailing_slash(segments))
