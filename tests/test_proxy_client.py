@@ -35,6 +35,7 @@ ANSWERS = {
     "/space-name": [b"HTTP/1.1 200 OK\r\nX-A : 1\r\nContent-Length: 2\r\n\r\nok"],
     # a line without a colon, although its text is a header name seen before
     "/no-colon": [b"HTTP/1.1 200 OK\r\nX-A: 1\r\nX-A\r\nContent-Length: 2\r\n\r\nok"],
+    "/huge-length": [b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\nok"],
     # every kind of header a response head can carry, for what crosses to the client
     "/relay": [(b"HTTP/1.1 200 Fine\r\nServer: up\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n"
                b"Connection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: secret\r\n"
@@ -168,7 +169,8 @@ def test_length_with_chunked_reads_chunks_and_closes(proxy, scripted):
     assert scripted.accepts - before == 2
 
 
-@pytest.mark.parametrize("path", ["/bare-lf", "/two-lengths", "/bad-status", "/space-name", "/no-colon"])
+@pytest.mark.parametrize("path", ["/bare-lf", "/two-lengths", "/bad-status", "/space-name", "/no-colon",
+                                  "/huge-length"])
 def test_malformed_response_heads_become_502_and_harm_nothing(proxy, path):
     response, body = fetch(proxy, path)
     assert response.status == 502 and b"X-Injected" not in body

@@ -26,7 +26,7 @@ from .balance import Balancer
 from .forwarded import resolve_client
 from .health import HealthChecker
 from .pages import write_error
-from .proxy_client import UpstreamPool
+from .proxy_client import UpstreamPool, field
 from .proxy_headers import (
     ResponseRules, copy_response_headers, head_bytes, is_upgrade, response_head, upstream_headers,
 )
@@ -302,7 +302,7 @@ class Exchange:
         self.receiving = True
         self.timer.reset(self.config.idle_timeout)
         if head.accel is not None:  # an internal Static of this host answers (twisthost.accel)
-            self.accel = (head.accel, [(name, value) for _, name, value, _ in head.headers])
+            self.accel = (head.accel, [field(line) for _, line in head.headers])
             return
         request.setResponseCode(head.status, head.phrase)
         if not self._write_head(head):

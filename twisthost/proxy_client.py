@@ -51,10 +51,26 @@ class BadResponse(Exception):
     """The upstream's response cannot be relayed safely."""
 
 
+_NO_TOKENS = frozenset()
+_TOKENS: dict = {}  # one Connection value -> its tokens ("keep-alive", "close": a few in practice)
+_MAX_TOKENS = 1000  # values are peer-chosen: bounded like _NAMES
+
+
 def connection_tokens(values) -> frozenset:
     """Lower-case header names listed in ``Connection`` values."""
     if not values:
-        return frozenset()
+        return _NO_TOKENS
+    if len(values) == 1:
+        tokens = _TOKENS.get(values[0])
+        if tokens is None:
+            tokens = _tokens(values)
+            if len(_TOKENS) < _MAX_TOKENS:
+                _TOKENS[values[0]] = tokens
+        return tokens
+    return _tokens(values)
+
+
+def _tokens(values) -> frozenset:
     return frozenset(
         token.strip().lower() for value in values for token in value.split(b",") if token.strip()
     )
@@ -63,10 +79,11 @@ def connection_tokens(values) -> frozenset:
 class Head:
     """A parsed response head.
 
-    ``headers`` are ``(lower-case name, name, value, line)`` tuples, ``line``
-    being the header line as received (checked: a token, a colon, no CR or
-    LF), so that what crosses to a client can be relayed as it came.
-    ``accel`` is the value of the internal redirect header (:mod:`twisthost.accel`), if any.
+    ``headers`` are ``(lower-case name, line)`` pairs, ``line`` being the
+    header line as received (checked: a token, a colon, no CR or LF), so
+    that what crosses to a client can be relayed as it came; values are
+    taken out of lines only where needed (:func:`field`).  ``accel`` is the
+    value of the internal redirect header (:mod:`twisthost.accel`), if any.
     """
 
     __slots__ = ("version", "status", "phrase", "headers", "connection", "length", "chunked", "keep",
@@ -74,10 +91,10 @@ class Head:
 
     def __init__(self, head: bytes):
         # Lines end in CRLF only: a bare CR or LF could split a header on the way to the client.
-        ends = head.count(b"\r\n")
+        lines = head.split(b"\r\n")
+        ends = len(lines) - 1
         if head.count(b"\n") != ends or head.count(b"\r") != ends:
             raise BadResponse("bare CR or LF in the response head")
-        lines = head.split(b"\r\n")
         version, _, rest = lines[0].partition(b" ")
         code, _, self.phrase = rest.partition(b" ")
         if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
@@ -91,8 +108,8 @@ class Head:
             lower = _NAMES.get(name) if colon else None
             if lower is None:
                 lower = _header_name(name, colon, line)
-            value = value.strip(b" \t")
             if lower in _FRAMING:
+                value = value.strip(b" \t")
                 if lower == b"connection":
                     connection.append(value)
                 elif lower == b"content-length":
@@ -101,7 +118,7 @@ class Head:
                     codings.append(value)
                 elif self.accel is None:
                     self.accel = value
-            headers.append((lower, name, value, line))
+            headers.append((lower, line))
         self.connection = connection_tokens(connection)
         # Kept alive unless told otherwise; a length next to a coding is a
         # smuggling smell (RFC 9112 6.3): the coding wins, the connection closes after.
@@ -114,10 +131,22 @@ class Head:
             last = b",".join(codings).rsplit(b",", 1)[-1].strip().lower()
             self.chunked = last == b"chunked"  # otherwise the body runs until close
         elif lengths:
-            values = {part.strip() for value in lengths for part in value.split(b",")}
-            if len(values) != 1 or not next(iter(values)).isdigit():
+            values = lengths if len(lengths) == 1 and b"," not in lengths[0] else {
+                part.strip() for value in lengths for part in value.split(b",")
+            }
+            if len(values) != 1:
                 raise BadResponse("bad Content-Length")
-            self.length = int(values.pop())
+            (length,) = values
+            if not length.isdigit() or len(length) > 18:
+                raise BadResponse("bad Content-Length")
+            self.length = int(length)
+
+
+
+def field(line: bytes) -> tuple:
+    """``(name, value)`` of a header line of a :class:`Head`."""
+    name, _, value = line.partition(b":")
+    return name, value.strip(b" \t")
 
 
 def _header_name(name: bytes, colon: bytes, line: bytes) -> bytes:

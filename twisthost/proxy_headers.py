@@ -18,7 +18,7 @@ from __future__ import annotations
 from twisted.web.http_headers import Headers
 
 from .forwarded import Client
-from .proxy_client import connection_tokens
+from .proxy_client import connection_tokens, field
 
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"te", b"trailer", b"trailers", b"transfer-encoding",
@@ -189,7 +189,7 @@ _MAX_CROSSES = 1000  # names are upstream-chosen: bounded like proxy_client._NAM
 
 
 def _crossing(head, rules: ResponseRules) -> list:
-    """The upstream's header tuples (``proxy_client.Head.headers``) that reach the client."""
+    """The upstream's headers (``proxy_client.Head.headers`` pairs) that reach the client."""
     listed, ruled = head.connection, rules.ruled
     out = []
     for item in head.headers:
@@ -220,8 +220,8 @@ def response_head(status_line: bytes, own: Headers, head, rules: ResponseRules, 
         if name.lower() not in names:
             for value in values:
                 parts += (name, b": ", value, b"\r\n")
-    for item in crossing:
-        parts += (item[3], b"\r\n")
+    for _, line in crossing:
+        parts += (line, b"\r\n")
     parts += (rules.added_lines, framing, b"\r\n")
     return b"".join(parts)
 
@@ -233,7 +233,8 @@ def copy_response_headers(head, target: Headers, rules: ResponseRules) -> None:
     by :func:`response_head` from the same rules.
     """
     grouped: dict = {}
-    for lower, name, value, _ in _crossing(head, rules):
+    for lower, line in _crossing(head, rules):
+        name, value = field(line)
         entry = grouped.get(lower)
         if entry is None:
             grouped[lower] = (name, [value])
