@@ -47,6 +47,9 @@ from .sendfile import HAVE_SENDFILE
 
 INET = (socket.AF_INET, socket.AF_INET6)
 LINGER = 2.0  # seconds a refused client may keep sending before the socket is aborted
+#: Bytes of answers held back or unsent beyond which pipelined requests are left unread
+#: until the client takes some (:meth:`HostChannel._wait_for_client`).
+PIPELINE_OUTPUT = 256 * 1024
 
 
 def error_response(status: int, detail: str, server_header: str | None) -> bytes:
@@ -185,6 +188,9 @@ class HostChannel(http.HTTPChannel):
             if self.phase == "closing":
                 return
             if self.phase == "idle":
+                if self._backed_up():
+                    self._wait_for_client(data)
+                    return
                 self.phase = "head"
                 self.setTimeout(self.limits.header_timeout)
             if self.phase == "head" and self.line_mode and not self._buffer and not self._busyReceiving:
@@ -201,7 +207,7 @@ class HostChannel(http.HTTPChannel):
                         continue
             # Not HTTPChannel.dataReceived: it would restart the timer on every byte.
             basic.LineReceiver.dataReceived(self, data)
-            if self.phase == "head" and self.line_mode and not self._busyReceiving:
+            if self.phase == "head" and self.line_mode and not self._busyReceiving and not self.paused:
                 # The buffer holds no CRLF now, so any CR or LF in it (but a
                 # trailing CR) is a bare line end: refuse now, not at the timeout.
                 pending = self._buffer
@@ -212,6 +218,9 @@ class HostChannel(http.HTTPChannel):
     def lineReceived(self, line):
         if self.phase == "closing":
             return True
+        if not self._head.started and line and self._backed_up():
+            self._wait_for_client(line + b"\r\n")
+            return None
         try:
             head = self._head.feed(line)
         except BadRequest as error:
@@ -266,6 +275,42 @@ class HostChannel(http.HTTPChannel):
             self.allContentReceived()
         else:
             self.setRawMode()
+
+    # -- pipelined requests wait while their answers pile up
+
+    def _backed_up(self) -> bool:
+        """Are answers piling up: the transport's buffer full, or much held back in this read?
+
+        One read can carry hundreds of pipelined GETs, each answered at once
+        from memory; a client that sends them and never reads would make the
+        process hold every answer.
+        """
+        if self._waitingForTransport:
+            return True
+        out = self._out
+        return bool(out) and sum(map(len, out)) > PIPELINE_OUTPUT
+
+    def _wait_for_client(self, unread: bytes) -> None:
+        """Leave ``unread`` (and the rest) unread until the answers so far are sent.
+
+        ``paused`` stops ``LineReceiver``'s loop over its buffer; reading
+        stops too.  :meth:`_catch_up` goes on when the transport drains
+        (:meth:`resumeProducing`), or on the next reactor turn if sending
+        what was held back did not fill it.
+        """
+        self._buffer = unread + self._buffer
+        self.paused = True
+        self._networkProducer.pauseProducing()
+        self.callLater(0, self._catch_up)
+
+    def _catch_up(self) -> None:
+        if not self.paused or self._waitingForTransport or self.phase == "closing":
+            return
+        self.paused = False
+        data, self._buffer = self._buffer, b""
+        if not self._handlingRequest:
+            self._networkProducer.resumeProducing()
+        self.dataReceived(data)
 
     def lineLengthExceeded(self, line):
         error = self._head.too_long()
@@ -424,6 +469,7 @@ class HostChannel(http.HTTPChannel):
     def resumeProducing(self):
         self._stop_write_timer()
         super().resumeProducing()
+        self._catch_up()
 
     def _write_stalled(self) -> None:
         self._write_timer = None
@@ -438,6 +484,7 @@ class HostChannel(http.HTTPChannel):
 
     def connectionLost(self, reason):
         self._out = None
+        self.paused, self._buffer = False, b""  # pipelined requests left waiting are dropped
         self._stop_write_timer()
         super().connectionLost(reason)
         if self._phase_timer is not None:
