@@ -42,6 +42,7 @@ ANSWERS = {
                b"Proxy-Authenticate: Basic\r\nSet-Cookie: a=1\r\nVary: Accept\r\nset-cookie: b=2\r\n"
                b"Trailer: X-T\r\nUpgrade: h2c\r\nX-Drop: 1\r\nVia: 1.0 inner\r\n"
                b"X-Custom:  spaced  value\r\nContent-Length: 2\r\n\r\nok")],
+    "/silent": [],  # read, never answered; the connection stays open
     "/not-modified": [b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\nContent-Length: 10\r\n\r\n'],
 }
 
@@ -117,6 +118,8 @@ def proxy(scripted, tmp_path_factory):
         from twisthost import Site, Host, Proxy
         site = Site(default=Host(routes={{
             "/": Proxy("http://127.0.0.1:{scripted.port}", max_fails=0),
+            "/quick": Proxy("http://127.0.0.1:{scripted.port}", max_fails=0, strip_prefix=True,
+                            response_timeout=1),
             "/ruled": Proxy("http://127.0.0.1:{scripted.port}", max_fails=0, strip_prefix=True, via=True,
                             headers_down={{"Server": "front", "X-Drop": None, "Content-Length": "5"}}),
         }}))
@@ -176,6 +179,17 @@ def test_malformed_response_heads_become_502_and_harm_nothing(proxy, path):
     assert response.status == 502 and b"X-Injected" not in body
     assert response.getheader("X-Injected") is None
     assert fetch(proxy, "/ok")[1] == b"ok"
+
+
+def test_silent_upstream_on_a_reused_connection_gives_504_in_time(proxy, scripted):
+    assert fetch(proxy, "/quick/ok")[1] == b"ok"
+    before = scripted.accepts
+    started = time.monotonic()
+    response, _ = fetch(proxy, "/quick/silent")
+    assert response.status == 504
+    assert 0.5 < time.monotonic() - started < 3
+    assert scripted.accepts == before  # it was the pooled connection that timed out
+    assert fetch(proxy, "/quick/ok")[1] == b"ok"
 
 
 def test_reused_connection_closed_by_upstream_is_retried_once_for_get(proxy, scripted):

@@ -25,6 +25,7 @@ from .accel import hand_off
 from .balance import Balancer
 from .forwarded import resolve_client
 from .health import HealthChecker
+from .lazytimer import LazyTimer
 from .pages import write_error
 from .proxy_client import UpstreamPool, field
 from .proxy_headers import (
@@ -108,12 +109,15 @@ class Exchange:
     """One client request: choose an upstream, try, maybe retry, stream the answer.
 
     It listens to the upstream connection (``head``, ``body``, ``done``,
-    ``failed``, ``broken``) and is the client request's push producer, so a
-    client that reads slowly pauses the upstream connection.  A try holds
-    one timer, moved rather than replaced: ``response_timeout`` until the
-    response head, then ``idle_timeout`` while the body streams; when the
-    body stalls both sides are aborted, as a half-sent response must not
-    look complete.
+    ``failed``, ``broken``, ``expired``) and is the client request's push
+    producer, so a client that reads slowly pauses the upstream connection.
+    A try has one deadline, moved rather than replaced: ``response_timeout``
+    after sending until the response head, then ``idle_timeout`` while the
+    body streams; when the body stalls both sides are aborted, as a
+    half-sent response must not look complete.  The deadline is kept by the
+    connection's timer (``UpstreamConnection.watch``), so a request on a
+    pooled connection schedules nothing in the reactor; only while a new
+    connection is being opened does the exchange keep a timer of its own.
     """
 
     def __init__(self, gateway: Gateway, request, client, upgrade: bool):
@@ -132,7 +136,7 @@ class Exchange:
         self.counted = False  # this try is counted in upstream.active
         self.connecting = None  # the Deferred of a connection being opened
         self.conn = None  # the upstream connection carrying this try
-        self.timer = None
+        self.opening = None  # a LazyTimer for the try's deadline while its connection is being opened
         self.receiving = False  # the response head is in: the timer watches the body
         self.accel = None  # (target, headers) of an X-Accel-Redirect answer: its body is dropped
         self.timed_out = self.gone = self.retried_stale = False
@@ -173,7 +177,6 @@ class Exchange:
         self.data = self._request_bytes(headers, path)
         upstream.active += 1
         self.counted, self.timed_out, self.sent_at = True, False, now
-        self.timer = self.reactor.callLater(self.config.response_timeout, self._timeout)
         self._connect(fresh=False)
 
     def _request_bytes(self, headers: dict, path: bytes) -> bytes:
@@ -190,17 +193,29 @@ class Exchange:
         return data
 
     def _connect(self, fresh: bool) -> None:
-        d = self.gateway.pool.acquire(self.upstream, self._connected, self._connect_failed, fresh)
-        if d is not None:
-            self.connecting = d
-            d.addErrback(self._bug)
+        pool = self.gateway.pool
+        conn = None if fresh else pool.take(self.upstream)
+        if conn is not None:
+            self._connected(conn)
+            return
+        if self.opening is None:
+            self.opening = LazyTimer(self.reactor.callLater, self.expired)
+        self.opening.start(self._time_left())
+        self.connecting = d = pool.open(self.upstream)
+        d.addCallbacks(self._connected, self._connect_failed).addErrback(self._bug)
+
+    def _time_left(self) -> float:
+        return self.sent_at + self.config.response_timeout - self.reactor.seconds()
 
     def _connected(self, conn) -> None:
         self.connecting = None
-        if self.gone or self.timer is None:  # the client left or the try timed out meanwhile
+        if self.opening is not None:
+            self.opening.cancel()
+        if self.gone or self.timed_out:  # the client left or the try timed out meanwhile
             self.gateway.pool.release(conn)
             return
         self.conn = conn
+        conn.watch(self._time_left())
         producer = None
         if self.body_length > INLINE_BODY:
             self.request.content.seek(0)
@@ -211,8 +226,8 @@ class Exchange:
         self.connecting = None
         self.failed(failure, stale=False)
 
-    def _timeout(self) -> None:
-        self.timer = None
+    def expired(self) -> None:
+        """The try's deadline passed: no connection, head or body in time."""
         if self.receiving:
             self._stalled()
             return
@@ -250,10 +265,13 @@ class Exchange:
             self._give_up(status)
 
     def _end_try(self) -> None:
-        """The try is over: stop its timer, release the upstream slot."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        """The try is over: stop its timer, release the upstream slot.
+
+        The connection's timer is the connection's again: back in the pool
+        it is set to the idle timeout, and a closed connection cancels it.
+        """
+        if self.opening is not None:
+            self.opening.cancel()
         self.conn = self.connecting = None
         if self.counted:
             self.counted = False
@@ -300,7 +318,7 @@ class Exchange:
             notes.extra["upstream"] = self.upstream.url
             notes.extra["upstream_ms"] = round((self.reactor.seconds() - self.sent_at) * 1000, 3)
         self.receiving = True
-        self.timer.reset(self.config.idle_timeout)
+        self.conn.watch(self.config.idle_timeout)
         if head.accel is not None:  # an internal Static of this host answers (twisthost.accel)
             self.accel = (head.accel, [field(line) for _, line in head.headers])
             return
@@ -343,7 +361,7 @@ class Exchange:
         return True
 
     def body(self, data: bytes) -> None:
-        self.timer.reset(self.config.idle_timeout)
+        self.conn.watch(self.config.idle_timeout)
         if self.accel is None:
             self.request.write(data)
 
@@ -394,7 +412,7 @@ class Exchange:
 
     def resumeProducing(self) -> None:
         if self.conn is not None:
-            self.timer.reset(self.config.idle_timeout)
+            self.conn.watch(self.config.idle_timeout)
             self.conn.resume()
 
     def stopProducing(self) -> None:

@@ -18,9 +18,11 @@ its method is idempotent; ``close()`` drops the idle connections.  Bodies
 use Twisted's own transfer decoders (``Content-Length``, chunked) and a
 response framed by neither is read until the upstream closes.
 
-The caller (``proxy.Exchange``) gets ``connected(conn)``/``connect_failed``
-from ``UpstreamPool.acquire`` and then, from the connection, ``head(...)``,
-``body(data)``, ``done()`` or ``failed(reason, stale)`` / ``broken(reason)``.
+The caller (``proxy.Exchange``) takes an idle connection (``UpstreamPool.take``)
+or opens one (``UpstreamPool.open``), and then hears from the connection:
+``head(...)``, ``body(data)``, ``done()`` or ``failed(reason, stale)`` /
+``broken(reason)``, and ``expired()`` when the deadline it set with
+``UpstreamConnection.watch`` passes.
 """
 
 from __future__ import annotations
@@ -170,7 +172,6 @@ class UpstreamConnection(Protocol):
 
     exchange = None  # the caller waiting on this connection
     decoder = None  # reads the body once the head is in
-    idle_timer = None  # a LazyTimer closing the connection when idle too long; off while in use
     producer = None  # a FileBodyProducer sending a large request body
     keep = False  # may go back to the pool after this response
     head_only = False  # a HEAD request: no body, whatever the headers say
@@ -183,6 +184,10 @@ class UpstreamConnection(Protocol):
     def __init__(self, pool: "UpstreamPool", upstream):
         self.pool, self.upstream = pool, upstream
         self.buffer = b""
+        # The exchange's deadline while in use, the idle one in the pool: the
+        # deadline moves several times per request, a LazyTimer keeps one
+        # DelayedCall for all of them (twisthost.lazytimer).
+        self.timer = LazyTimer(pool.reactor.callLater, self._expired)
 
     def connectionMade(self) -> None:
         # The head may go out in two writes (head, then a large body): without
@@ -310,35 +315,31 @@ class UpstreamConnection(Protocol):
         if self.transport is not None:
             self.transport.abortConnection()
 
+    def watch(self, period: float) -> None:
+        """Tell the exchange ``expired()`` ``period`` s from now, instead of any earlier setting."""
+        self.timer.start(period)
+
+    def _expired(self) -> None:
+        if self.exchange is not None:
+            self.exchange.expired()
+        else:  # idle too long
+            self.pool.forget(self)
+            self.transport.loseConnection()
+
     # -- in the pool
 
-    def idle(self, timeout: float, reactor) -> None:
-        """In the idle list until ``timeout`` s from now, then closed.
-
-        A connection goes idle and is taken again once per request, so the
-        timer is a :class:`~twisthost.lazytimer.LazyTimer`.
-        """
+    def idle(self, timeout: float) -> None:
+        """In the idle list until ``timeout`` s from now, then closed."""
         if self.paused:
             self.resume()
         self.reused = True
-        if self.idle_timer is None:
-            self.idle_timer = LazyTimer(reactor.callLater, self._idle_expired)
-        self.idle_timer.start(timeout)
-
-    def _idle_expired(self) -> None:
-        self.pool.forget(self)
-        self.transport.loseConnection()
-
-    def take(self) -> None:
-        self.idle_timer.stop()
+        self.timer.start(timeout)
 
     def connectionLost(self, reason) -> None:
         if self.on_lost is not None:
             self.on_lost.callback(None)
-        if self.idle_timer is not None:
-            if self.idle_timer.deadline is not None:
-                self.pool.forget(self)
-            self.idle_timer.cancel()
+        self.timer.cancel()
+        self.pool.forget(self)
         if self.producer is not None:
             self.producer.stopProducing()
             self.producer = None
@@ -365,20 +366,18 @@ class UpstreamPool:
         self.idle: dict = {}  # Upstream -> [UpstreamConnection], most recently used last
         self.closed = False
 
-    def acquire(self, upstream, connected, connect_failed, fresh: bool = False):
-        """Call ``connected(conn)`` now with an idle connection, or once a new one is open.
-
-        Returns the connecting Deferred (cancel it to give up), or None.
-        """
-        idle = None if fresh else self.idle.get(upstream)
+    def take(self, upstream):
+        """The most recently used idle connection to ``upstream``, or None."""
+        idle = self.idle.get(upstream)
         if idle:
             conn = idle.pop()
-            conn.take()
-            connected(conn)
-            return None
-        d = connectProtocol(upstream.endpoint, UpstreamConnection(self, upstream))
-        d.addCallbacks(connected, connect_failed)
-        return d
+            conn.timer.stop()
+            return conn
+        return None
+
+    def open(self, upstream) -> defer.Deferred:
+        """A new connection to ``upstream``: a Deferred firing with it (cancel it to give up)."""
+        return connectProtocol(upstream.endpoint, UpstreamConnection(self, upstream))
 
     def release(self, conn: UpstreamConnection) -> None:
         """Back to the idle list; one beyond ``keepalive`` only for ``SURPLUS_IDLE`` seconds.
@@ -392,7 +391,7 @@ class UpstreamPool:
             conn.transport.loseConnection()
             return
         idle = self.idle.setdefault(conn.upstream, [])
-        conn.idle(SURPLUS_IDLE if len(idle) >= self.keepalive else self.timeout, self.reactor)
+        conn.idle(SURPLUS_IDLE if len(idle) >= self.keepalive else self.timeout)
         idle.append(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:
