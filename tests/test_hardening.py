@@ -127,8 +127,8 @@ def hold(port: int, count: int) -> list[socket.socket]:
     return held
 
 
-def test_connection_caps_refuse_cleanly_and_recover(tmp_path):
-    server = start(tmp_path, max_connections=3, max_connections_per_ip=2)
+def test_connection_caps_refuse_cleanly_and_recover(serve):
+    server = serve(site_source(max_connections=3, max_connections_per_ip=2))
     held = hold(server.port, 2)
     try:
         raw, closed = exchange(server.port, GET)  # a third from 127.0.0.1
@@ -172,8 +172,8 @@ def test_error_pages_are_uniform_and_leak_nothing(default_server):
     assert "secret internal detail" in server.log()  # the details go to the log only
 
 
-def test_server_header_can_be_omitted_and_reload_applies_new_limits(tmp_path):
-    server = start(tmp_path, server_header=None, max_request_line=4096)
+def test_server_header_can_be_omitted_and_reload_applies_new_limits(tmp_path, serve):
+    server = serve(site_source(server_header=None, max_request_line=4096))
     _, headers, _ = server.request(host="a.test")
     assert "Server" not in headers
     raw, _ = exchange(server.port, b"GET / HTTP/1.1\r\n\r\n")

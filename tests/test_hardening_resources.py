@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from hardening_support import read_until_closed, responses, start
+from hardening_support import read_until_closed, responses, site_source, start
 
 MIB = 1 << 20
 
@@ -57,8 +57,8 @@ def timed_request(server) -> float:
 
 
 @pytest.mark.slow
-def test_1000_idle_keepalive_connections(tmp_path):
-    server = start(tmp_path, max_connections=2000, keepalive_timeout=60.0)
+def test_1000_idle_keepalive_connections(serve):
+    server = serve(site_source(max_connections=2000, keepalive_timeout=60.0))
     before = warmed(server)
     idle = []
     try:
@@ -78,8 +78,8 @@ def test_1000_idle_keepalive_connections(tmp_path):
 
 
 @pytest.mark.slow
-def test_300_slowloris_connections_while_a_normal_client_is_served(tmp_path):
-    server = start(tmp_path, header_timeout=3.0)
+def test_300_slowloris_connections_while_a_normal_client_is_served(serve):
+    server = serve(site_source(header_timeout=3.0))
     before = warmed(server)
     loris = []
     try:
