@@ -294,19 +294,22 @@ class HostChannel(http.HTTPChannel):
         """Leave ``unread`` (and the rest) unread until the answers so far are sent.
 
         ``paused`` stops ``LineReceiver``'s loop over its buffer; reading
-        stops too.  :meth:`_catch_up` goes on when the transport drains
-        (:meth:`resumeProducing`), or on the next reactor turn if sending
-        what was held back did not fill it.
+        stops too, and so does the phase timer: a client that stops reading
+        meets ``write_timeout`` instead.  :meth:`_catch_up` goes on when the
+        transport drains (:meth:`resumeProducing`), or on the next reactor
+        turn if sending what was held back did not fill it.
         """
         self._buffer = unread + self._buffer
         self.paused = True
         self._networkProducer.pauseProducing()
+        self.setTimeout(None)
         self.callLater(0, self._catch_up)
 
     def _catch_up(self) -> None:
         if not self.paused or self._waitingForTransport or self.phase == "closing":
             return
         self.paused = False
+        self.setTimeout(self.limits.header_timeout)  # the next head's clock starts as it is read
         data, self._buffer = self._buffer, b""
         if not self._handlingRequest:
             self._networkProducer.resumeProducing()
