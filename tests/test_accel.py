@@ -98,6 +98,10 @@ def server(tree, upstream):
                 "/": Proxy("http://127.0.0.1:{upstream}"),
                 "/protected": Static("private", internal=True),
             }}),
+            Host("ignoring.test", routes={{
+                "/": Proxy("http://127.0.0.1:{upstream}", accel=False),
+                "/protected": Static("private", internal=True),
+            }}),
             Host("other.test", routes={{"/protected": Static("elsewhere", internal=True)}}),
         ])
     """)
@@ -263,6 +267,13 @@ def test_a_proxied_upstream_can_redirect_too(server, tree):
     finally:
         conn.close()
     _wait_for_log(server, "X-Accel-Redirect to '/protected/missing.txt' for GET /dl/missing.txt answered 404")
+
+
+def test_a_proxy_with_accel_off_relays_the_upstream_answer_without_the_header(server):
+    status, headers, body = get(server, "/dl/report.txt", host="ignoring.test")
+    assert (status, body) == (201, b"the upstream's own body, never sent")
+    assert headers["X-Upstream-Only"] == "dropped" and headers["Content-Disposition"] == "attachment"
+    assert "X-Accel-Redirect" not in headers  # the internal path is not shown either
 
 
 def _quote(text: str) -> str:

@@ -353,6 +353,7 @@ def test_many_concurrent_clients_are_all_answered(proxy):
         ('Proxy("http://a:1", health=HealthCheck("healthz"))', "must start with '/'"),
         ('Proxy("http://a:1", health=HealthCheck(passes=0))', "passes"),
         ('Proxy("http://a:1", retry=2)', "did you mean retries=?"),
+        ('Proxy("http://a:1", accel="off")', "Proxy(accel=...) expects True or False"),
     ],
 )
 def test_config_mistakes_point_at_the_line(tmp_path, source, message):

@@ -451,6 +451,7 @@ class Proxy(Service):
     verify: bool = option(True, doc="Verify https:// upstream certificates and host names.")
     ca: Any = option(None, doc="PEM file of the CA that signs https:// upstreams (instead of the system store).")
     websocket: bool = option(True, doc="Tunnel 'Connection: Upgrade' requests (WebSocket); False answers them as plain requests.")
+    accel: bool = option(True, doc="Honour X-Accel-Redirect from upstreams: an internal Static of this host serves the named file (nginx's default). False: the header is dropped and the upstream's own answer relayed (nginx's proxy_ignore_headers plus proxy_hide_header).")
 
     def check(self) -> None:
         if isinstance(self.upstreams, str):
@@ -481,7 +482,7 @@ class Proxy(Service):
         self.want("host", str, "a host name", optional=True)
         self._set("headers_up", self._header_rules("headers_up"))
         self._set("headers_down", self._header_rules("headers_down"))
-        for flag in ("strip_prefix", "via", "verify", "websocket"):
+        for flag in ("strip_prefix", "via", "verify", "websocket", "accel"):
             self.want(flag, bool, "True or False")
         self.want_number("max_connections_per_upstream", 1, optional=True, integer=True)
         self.want_number("keepalive", 0, integer=True)

@@ -319,7 +319,7 @@ class Exchange:
             notes.extra["upstream_ms"] = round((self.reactor.seconds() - self.sent_at) * 1000, 3)
         self.receiving = True
         self.conn.watch(self.config.idle_timeout)
-        if head.accel is not None:  # an internal Static of this host answers (twisthost.accel)
+        if head.accel is not None and self.config.accel:  # an internal Static of this host answers (twisthost.accel)
             self.accel = (head.accel, [field(line) for _, line in head.headers])
             return
         request.setResponseCode(head.status, head.phrase)
