@@ -23,6 +23,11 @@ What this subclass changes, and why:
   :meth:`HostChannel.write`): a response costs one ``send`` and no
   reactor round trip, instead of two buffered writes, two epoll updates and
   a write event.
+* Pipelined requests are answered only as fast as the client takes the
+  answers (:meth:`HostChannel._wait_for_client`): Twisted answers every
+  request of a read, however many answers pile up unsent.
+* Plain GETs of cached static files skip Twisted's request object
+  (:mod:`twisthost.lane`).
 
 Limits are read from the ``Site`` config at each phase, so a reload applies
 to open connections from their next request on.
