@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from tls_support import CA, ConfigServer, client_context
+
 from conftest import Server, free_port, write_site
 
 FILE_SIZE = 60_000  # cached in memory (under 64 KiB), so every answer is immediate
@@ -50,12 +52,17 @@ def memory_kib(pid: int, name: str) -> int:
 
 
 def read_responses(sock: socket.socket, count: int, heads_only=frozenset(),
-                   timeout: float = 20.0) -> list[tuple[bytes, bytes]]:
-    """``count`` responses as (head, body); ``heads_only``: indexes of answers to HEAD (no body)."""
+                   timeout: float = 20.0, piece: int = 1 << 20, pause: float = 0.0) -> list[tuple[bytes, bytes]]:
+    """``count`` responses as (head, body); ``heads_only``: indexes of answers to HEAD (no body).
+
+    ``piece`` and ``pause``: a slow client reads at most ``piece`` bytes, then sleeps ``pause`` s.
+    """
     buffer, found, deadline = b"", [], time.monotonic() + timeout
     while len(found) < count:
         assert time.monotonic() < deadline, f"only {len(found)} of {count} responses"
-        chunk = sock.recv(1 << 20)
+        if pause:
+            time.sleep(pause)
+        chunk = sock.recv(piece)
         assert chunk, f"closed after {len(found)} of {count} responses"
         buffer += chunk
         while True:
@@ -127,3 +134,191 @@ def test_pipelined_requests_in_pieces_while_answers_wait(files):
         answers = read_responses(sock, 300)
     assert all(head.startswith(b"HTTP/1.1 200 ") and got == body for head, got in answers)
 
+
+
+# ---------------------------------------------------------------- hostile mixes while paused
+
+APPS = '''
+import hashlib
+from twisted.internet import reactor
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+
+def echo(environ, start_response):
+    """Says which request it answers, and what body it got."""
+    body = environ["wsgi.input"].read()
+    text = (f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}?{environ['QUERY_STRING']} "
+            f"{len(body)} {hashlib.sha256(body).hexdigest()}").encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))])
+    return [text]
+
+
+class Later(Resource):
+    """Answers on a later reactor turn."""
+
+    isLeaf = True
+
+    def render(self, request):
+        def answer():
+            if not request._disconnected:
+                text = b"later " + request.uri
+                request.setHeader(b"content-length", b"%d" % len(text))
+                request.write(text)
+                request.finish()
+        reactor.callLater(0.005, answer)
+        return NOT_DONE_YET
+
+
+later = Later()
+
+
+class Big(Resource):
+    """``/big/N``: N bytes, answered at once (more than the kernel's socket buffers hold)."""
+
+    isLeaf = True
+
+    def render(self, request):
+        size = int(request.postpath[0])
+        return bytes(range(256)) * (size // 256) + bytes(size % 256)
+
+
+big = Big()
+'''
+
+FILES = 8  # distinct files, so an answer out of order shows
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """A plain and a TLS listener for a.test: static files, a WSGI echo and a Resource answering later."""
+    folder = tmp_path_factory.mktemp("mixed")
+    ca = CA(folder)
+    ca.issue("a", ["a.test"])
+    (folder / "apps.py").write_text(APPS)
+    www = folder / "www"
+    www.mkdir()
+    bodies = [os.urandom(FILE_SIZE) for _ in range(FILES)]
+    settled = time.time() - 3600
+    for index, body in enumerate(bodies):
+        (www / f"f{index}.bin").write_bytes(body)
+        os.utime(www / f"f{index}.bin", (settled, settled))
+    plain, secure = free_port(), free_port()
+    config = write_site(folder, f"""
+        from twisthost import TLS, Host, Resource, Site, Static, WSGI
+        site = Site(
+            listen=["tcp:{plain}:interface=127.0.0.1",
+                    TLS("tcp:{secure}:interface=127.0.0.1", cert="a.pem", key="a.key")],
+            hosts=[Host("a.test", routes={{"/": Static({str(www)!r}), "/app": WSGI("apps:echo"),
+                                           "/later": Resource("apps:later"), "/big": Resource("apps:big")}},
+                        cert="a.pem", key="a.key")],
+            keepalive_timeout=1.0, header_timeout=1.5, write_timeout=3.0, graceful_timeout=2.0,
+        )
+    """)
+    server = ConfigServer(config, [plain, secure])
+    server.secure = secure
+    for index in range(FILES):  # cached from now on
+        assert server.request(host="a.test", path=f"/f{index}.bin")[0] == 200
+    yield server, bodies
+    server.stop()
+
+
+class Pipeline:
+    """Requests to send in one stream, and what each answer must be."""
+
+    def __init__(self, bodies):
+        self.bodies, self.data, self.expected = bodies, bytearray(), []
+
+    def get(self, index: int) -> "Pipeline":
+        self.data += f"GET /f{index % FILES}.bin HTTP/1.1\r\nHost: a.test\r\n\r\n".encode()
+        self.expected.append((200, self.bodies[index % FILES]))
+        return self
+
+    def post(self, index: int, body: bytes, chunked=False) -> "Pipeline":
+        head = f"POST /app/p{index}?q={index} HTTP/1.1\r\nHost: a.test\r\n"
+        if chunked:
+            pieces = [body[i:i + 1000] for i in range(0, len(body), 1000)]
+            self.data += (head + "Transfer-Encoding: chunked\r\n\r\n").encode()
+            self.data += b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        else:
+            self.data += (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        self.expected.append((200, f"POST /p{index}?q={index} {len(body)} {hashlib.sha256(body).hexdigest()}".encode()))
+        return self
+
+    def later(self, index: int) -> "Pipeline":
+        self.data += f"GET /later/x{index} HTTP/1.1\r\nHost: a.test\r\n\r\n".encode()
+        self.expected.append((200, f"later /later/x{index}".encode()))
+        return self
+
+    def raw(self, data: bytes, status: int | None = None) -> "Pipeline":
+        """Bytes sent as they are; ``status``: the answer they get (None: no answer of their own)."""
+        self.data += data
+        if status is not None:
+            self.expected.append((status, None))
+        return self
+
+    def check(self, answers) -> None:
+        assert len(answers) == len(self.expected)
+        for index, ((head, got), (status, body)) in enumerate(zip(answers, self.expected)):
+            assert head.startswith(b"HTTP/1.1 %d " % status), (index, head[:200])
+            if body is not None:
+                assert got == body, (index, head[:200], got[:80])
+
+
+def tls_connection(port: int) -> socket.socket:
+    return client_context(None).wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20),
+                                            server_hostname="a.test")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: HostChannel._receive puts data that arrives while pipelined requests wait (paused, or the "
+    "transport full) in FRONT of LineReceiver._buffer (_wait_for_client prepends); TLS delivers one TCP "
+    "read as several dataReceived calls, so the stream is reordered and gets 400 'Malformed request line'"))
+def test_tls_pipelining_keeps_the_order_when_one_read_holds_several_records(mixed):
+    """A TLS read is handed to the channel record by record, and more records come while it waits."""
+    server, bodies = mixed
+    pipeline = Pipeline(bodies)
+    for index in range(600):
+        pipeline.get(index)
+    with tls_connection(server.secure) as sock:
+        sock.sendall(bytes(pipeline.data))
+        pipeline.check(read_responses(sock, len(pipeline.expected)))
+
+
+def stalled_reader(port: int) -> socket.socket:
+    """A client that reads nothing at first: its receive buffer stays small (128 KiB) until it reads."""
+    return socket.create_connection(("127.0.0.1", port), timeout=20)
+
+
+BIG = 6 << 20  # more than the kernel's socket buffers on loopback (tcp_wmem's 4 MiB at most)
+
+
+@pytest.mark.parametrize("split", [
+    pytest.param(False, id="next-head-later", marks=pytest.mark.xfail(strict=True, reason=(
+        "BUG: the keep-alive timer set by requestDone/answered_at_once keeps running after "
+        "pauseProducing stops reading for a full transport; it closes the connection at "
+        "keepalive_timeout with a request the client sent in time left unread"))),
+    pytest.param(True, id="head-split-across-the-stall"),
+])
+def test_a_client_that_reads_within_write_timeout_is_not_cut_by_the_read_timers(mixed, split):
+    """It asks for 6 MiB, sends one more GET (or the end of one) soon after, then reads nothing for a while.
+
+    The answer fills the kernel's buffers and the transport's, so the server
+    stops reading and the next request waits, fully sent, in its receive
+    buffer.  Only ``write_timeout`` (3 s) may judge the client now;
+    ``keepalive_timeout`` (1 s) or ``header_timeout`` (1.5 s) must not close
+    it (nor 408 it).
+    """
+    server, bodies = mixed
+    pipeline = Pipeline(bodies).get(0)
+    pipeline.data += f"GET /big/{BIG} HTTP/1.1\r\nHost: a.test\r\n\r\n".encode()
+    pipeline.expected.append((200, (bytes(range(256)) * (BIG // 256))))
+    last = b"GET /f3.bin HTTP/1.1\r\nHost: a.test\r\n\r\n"
+    pipeline.expected.append((200, bodies[3]))
+    first, rest = (last[:20], last[20:]) if split else (b"", last)
+    with stalled_reader(server.port) as sock:
+        sock.sendall(bytes(pipeline.data) + first)
+        time.sleep(0.3)
+        sock.sendall(rest)
+        time.sleep(1.9)  # below write_timeout: the server must wait for this client
+        pipeline.check(read_responses(sock, len(pipeline.expected)))
