@@ -277,10 +277,6 @@ def tls_connection(port: int) -> socket.socket:
                                             server_hostname="a.test")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: HostChannel._receive puts data that arrives while pipelined requests wait (paused, or the "
-    "transport full) in FRONT of LineReceiver._buffer (_wait_for_client prepends); TLS delivers one TCP "
-    "read as several dataReceived calls, so the stream is reordered and gets 400 'Malformed request line'"))
 def test_tls_pipelining_keeps_the_order_when_one_read_holds_several_records(mixed):
     """A TLS read is handed to the channel record by record, and more records come while it waits."""
     server, bodies = mixed
@@ -301,10 +297,7 @@ BIG = 6 << 20  # more than the kernel's socket buffers on loopback (tcp_wmem's 4
 
 
 @pytest.mark.parametrize("split", [
-    pytest.param(False, id="next-head-later", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: the keep-alive timer set by requestDone/answered_at_once keeps running after "
-        "pauseProducing stops reading for a full transport; it closes the connection at "
-        "keepalive_timeout with a request the client sent in time left unread"))),
+    pytest.param(False, id="next-head-later"),
     pytest.param(True, id="head-split-across-the-stall"),
 ])
 def test_a_client_that_reads_within_write_timeout_is_not_cut_by_the_read_timers(mixed, split):
@@ -559,9 +552,6 @@ def test_a_graceful_stop_with_connections_waiting_on_their_clients(serve, tmp_pa
     assert whole > 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: reject() over TLS with more records in the same read ends in an Unhandled AttributeError "
-    "('NoneType' object has no attribute 'bio_read') in Twisted's TLS receive loop"))
 def test_tls_a_malformed_request_with_more_records_behind_it_is_refused_cleanly(mixed):
     server, _ = mixed
     logged = len(server.log())
@@ -574,9 +564,6 @@ def test_tls_a_malformed_request_with_more_records_behind_it_is_refused_cleanly(
     no_tracebacks(server, logged)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: same cause as the TLS reorder above: the record after the one that paused the channel is "
-    "parsed first, so GETs sent after a malformed request are answered (a smuggled request is served)"))
 def test_tls_requests_after_a_malformed_one_are_never_answered(mixed):
     server, bodies = mixed
     pipeline = Pipeline(bodies)

@@ -52,6 +52,8 @@ from .sendfile import HAVE_SENDFILE
 
 INET = (socket.AF_INET, socket.AF_INET6)
 LINGER = 2.0  # seconds a refused client may keep sending before the socket is aborted
+#: The timeout option of each phase that waits for the client's bytes.
+_READ_TIMEOUTS = {"idle": "keepalive_timeout", "head": "header_timeout", "body": "body_timeout"}
 #: Bytes of answers held back or unsent beyond which pipelined requests are left unread
 #: until the client takes some (:meth:`HostChannel._wait_for_client`).
 PIPELINE_OUTPUT = 256 * 1024
@@ -79,7 +81,9 @@ def linger_close(protocol, transport) -> None:
     ``protocol`` is a ``TimeoutMixin`` whose ``timeoutConnection`` aborts;
     it must ignore data from now on.
     """
-    if hasattr(transport, "loseWriteConnection"):
+    # On the class: a TLS transport forwards unknown names to the TCP one under
+    # it, whose half-close would go around TLS.
+    if hasattr(type(transport), "loseWriteConnection"):
         transport.loseWriteConnection()
         protocol.setTimeout(LINGER)
     else:
@@ -189,12 +193,16 @@ class HostChannel(http.HTTPChannel):
                 self.send_held()
 
     def _receive(self, data) -> None:
+        if self.paused:  # requests wait for the client (_wait_for_client): keep their order
+            self._buffer += data
+            return
         while data:
             if self.phase == "closing":
                 return
             if self.phase == "idle":
                 if self._backed_up():
-                    self._wait_for_client(data)
+                    self._buffer += data  # after what LineReceiver left unread, if anything
+                    self._wait_for_client()
                     return
                 self.phase = "head"
                 self.setTimeout(self.limits.header_timeout)
@@ -224,7 +232,8 @@ class HostChannel(http.HTTPChannel):
         if self.phase == "closing":
             return True
         if not self._head.started and line and self._backed_up():
-            self._wait_for_client(line + b"\r\n")
+            self._buffer = line + b"\r\n" + self._buffer  # split off its front: put it back
+            self._wait_for_client()
             return None
         try:
             head = self._head.feed(line)
@@ -295,16 +304,17 @@ class HostChannel(http.HTTPChannel):
         out = self._out
         return bool(out) and sum(map(len, out)) > PIPELINE_OUTPUT
 
-    def _wait_for_client(self, unread: bytes) -> None:
-        """Leave ``unread`` (and the rest) unread until the answers so far are sent.
+    def _wait_for_client(self) -> None:
+        """Leave what is in the buffer unread until the answers so far are sent.
 
-        ``paused`` stops ``LineReceiver``'s loop over its buffer; reading
-        stops too, and so does the phase timer: a client that stops reading
-        meets ``write_timeout`` instead.  :meth:`_catch_up` goes on when the
-        transport drains (:meth:`resumeProducing`), or on the next reactor
-        turn if sending what was held back did not fill it.
+        ``paused`` stops ``LineReceiver``'s loop over its buffer, and
+        :meth:`_receive` appends whatever still arrives (a TLS read can hold
+        several records); reading stops too, and so does the phase timer: a
+        client that stops reading meets ``write_timeout`` instead.
+        :meth:`_catch_up` goes on when the transport drains
+        (:meth:`resumeProducing`), or on the next reactor turn if sending
+        what was held back did not fill it.
         """
-        self._buffer = unread + self._buffer
         self.paused = True
         self._networkProducer.pauseProducing()
         self.setTimeout(None)
@@ -469,14 +479,22 @@ class HostChannel(http.HTTPChannel):
         super().loseConnection()
 
     def pauseProducing(self):
-        """The transport's buffer is full: the client must drain it within ``write_timeout``."""
+        """The transport's buffer is full: the client must drain it within ``write_timeout``.
+
+        Twisted stops reading meanwhile, so the read timers stop too: a
+        request the client sent is not late while it waits unread.
+        """
         super().pauseProducing()
+        if self.phase in _READ_TIMEOUTS:
+            self.setTimeout(None)
         if self._write_timer is None:
             self._write_timer = self.callLater(self.limits.write_timeout, self._write_stalled)
 
     def resumeProducing(self):
         self._stop_write_timer()
         super().resumeProducing()
+        if self.phase in _READ_TIMEOUTS and not self.paused:
+            self.setTimeout(getattr(self.limits, _READ_TIMEOUTS[self.phase]))  # a fresh period
         self._catch_up()
 
     def _write_stalled(self) -> None:
