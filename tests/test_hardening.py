@@ -64,6 +64,17 @@ def test_header_timeout_is_not_extended_by_trickling_bytes(timeouts):
     assert 0.9 < answered_after < 3
 
 
+def test_a_stalled_head_behind_an_answered_one_in_the_same_read_gets_408(timeouts):
+    """The second head's lines arrive in the read that completes the first (the line-by-line path)."""
+    with connect(timeouts.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\n")  # a head in two reads
+        time.sleep(0.2)
+        sock.sendall(b"\r\nGET / HTTP/1.1\r\nHost: a.test\r\n")  # ends it, starts the next; then nothing
+        raw, closed = read_until_closed(sock, 5)
+    answers = responses(raw)
+    assert [status for status, _, _ in answers] == [200, 408] and closed, raw
+
+
 def test_a_connection_that_sends_nothing_is_closed_silently(timeouts):
     server = timeouts
     with connect(server.port) as sock:

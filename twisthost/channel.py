@@ -231,10 +231,14 @@ class HostChannel(http.HTTPChannel):
     def lineReceived(self, line):
         if self.phase == "closing":
             return True
-        if not self._head.started and line and self._backed_up():
-            self._buffer = line + b"\r\n" + self._buffer  # split off its front: put it back
-            self._wait_for_client()
-            return None
+        if not self._head.started and line:
+            if self._backed_up():
+                self._buffer = line + b"\r\n" + self._buffer  # split off its front: put it back
+                self._wait_for_client()
+                return None
+            if self.phase == "idle":  # a head begins in the read that ended the last answer
+                self.phase = "head"
+                self.setTimeout(self.limits.header_timeout)
         try:
             head = self._head.feed(line)
         except BadRequest as error:
