@@ -322,6 +322,19 @@ def test_pool_saturation_moves_the_queue_wait_histogram(tmp_path, serve):
     assert samples[("twisthost_pools_completed", (("name", "rawapps:sleep_app"),))] == 3
 
 
+def test_a_wsgi_request_is_logged_when_its_client_left_before_the_app_ended(tmp_path, serve):
+    """The body was complete by its Content-Length, so the client closed; the app ended later."""
+    from conftest import ROOT
+    server = serve(f"""
+        from twisthost import Site, Host, WSGI
+        site = Site(hosts=[Host("w.test", WSGI("rawapps:linger_app", pythonpath=[{str(ROOT / "tests" / "apps")!r}]))],
+                    access_log="access.log", log_format="{{method}} {{path}} {{status}} {{bytes}}")
+    """)
+    status, _, body = server.request(path="/gone-early?s=0.5", host="w.test")
+    assert (status, body) == (200, b"whole")
+    assert wait_for_lines(tmp_path / "access.log", 1) == ["GET /gone-early 200 5"]
+
+
 def test_readyz_follows_upstream_health(tmp_path, serve):
     from proxy_upstream import Upstream
     upstream = Upstream("up")

@@ -501,8 +501,14 @@ class Exchange:
 
     def _finish(self) -> None:
         self._close()
-        if not self.request._disconnected:
-            self.request.finish()
+        request = self.request
+        if not request._disconnected:
+            request.finish()
+        elif request.startedWriting:
+            # The client left before the app's end reached the reactor, often
+            # because the body it was promised was all there: still a request
+            # the access log and metrics must count (Twisted logs in finish only).
+            request.site.log(request)
 
     def _fail(self, failure: Failure) -> None:
         """The app failed before sending headers: 500 (traceback only with debug=True)."""

@@ -91,6 +91,13 @@ def upload_app(environ, start_response):
 
 
 @validator
+def linger_app(environ, start_response):
+    """The whole body (by its Content-Length) at once, then ``?s=`` seconds before the app ends."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+    yield b"whole"
+    time.sleep(float(_query(environ).get("s", "0.5")))
+
+
 def stream_app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return (f"part {i};".encode() for i in range(5))
