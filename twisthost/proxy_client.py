@@ -144,7 +144,6 @@ class Head:
             self.length = int(length)
 
 
-
 def field(line: bytes) -> tuple:
     """``(name, value)`` of a header line of a :class:`Head`."""
     name, _, value = line.partition(b":")

@@ -124,8 +124,7 @@ class RouteTable:
         #: Prefixes of the mounts the static lane (:mod:`twisthost.lane`) may answer for, as
         #: sent: a target starting with none of them is not worth decoding and matching.
         self.file_prefixes = tuple(
-            ("/" + prefix.strip("/")).encode("utf-8")
-            for prefix, resource in routes.items() if hasattr(resource, "whole_file"))
+            label.encode("utf-8") for _, resource, label in self.routes if hasattr(resource, "whole_file"))
 
     def match(self, segments: list[bytes]) -> tuple[Resource, int] | None:
         """The resource for a request path and how many segments its prefix took."""
