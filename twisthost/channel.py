@@ -26,8 +26,8 @@ What this subclass changes, and why:
 * Pipelined requests are answered only as fast as the client takes the
   answers (:meth:`HostChannel._wait_for_client`): Twisted answers every
   request of a read, however many answers pile up unsent.
-* Plain GETs of cached static files skip Twisted's request object
-  (:mod:`twisthost.lane`).
+* Plain GETs of cached static files, and for proxies, skip Twisted's
+  request object (:mod:`twisthost.lane`).
 
 Limits are read from the ``Site`` config at each phase, so a reload applies
 to open connections from their next request on.
@@ -262,11 +262,11 @@ class HostChannel(http.HTTPChannel):
         self._head = None
         lane = self.site.lane
         request = lane(self, head) if lane is not None else None
-        if request is not None:  # a plain GET of a cached file: see twisthost.lane
+        if request is not None:  # a plain GET of a cached file or for a proxy: see twisthost.lane
             self.persistent = True  # the lane takes only HTTP/1.1 without "Connection: close"
             request.answer()  # if it is all out, its finish has called answered_at_once
-            if not request.finished:
-                self._queue_unfinished(request)
+            if not request.finished and not request.queued:
+                self.queue_lane_request(request)
             return
         factory = self.requestFactory
         if _non_queued(factory):
@@ -361,10 +361,10 @@ class HostChannel(http.HTTPChannel):
             self.phase = "closing"
         super().requestDone(request)
 
-    def _queue_unfinished(self, request) -> None:
-        """Queue a lane answer still under way (a ``sendfile`` waiting for the socket), as
-        ``allContentReceived`` queues a Twisted request: what the client sends meanwhile is
-        held until its ``finish`` calls :meth:`requestDone`."""
+    def queue_lane_request(self, request) -> None:
+        """Queue a lane answer still under way (a ``sendfile`` waiting for the socket, a proxied
+        request), as ``allContentReceived`` queues a Twisted request: what the client sends
+        meanwhile is held until its ``finish`` calls :meth:`requestDone`."""
         request.queued = True
         self.requests.append(request)
         self.phase = "busy"

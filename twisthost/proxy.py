@@ -28,6 +28,7 @@ from .health import HealthChecker
 from .lazytimer import LazyTimer
 from .pages import write_error
 from .proxy_client import UpstreamPool, field
+from .proxy_lane import proxy_lane
 from .proxy_headers import (
     ResponseRules, copy_response_headers, head_bytes, is_upgrade, response_head, upstream_headers,
 )
@@ -103,6 +104,10 @@ class ProxyResource(Resource):
         upgrade = config.websocket and is_upgrade(request) and can_tunnel(request)
         Exchange(self.gateway, request, client, upgrade).start()
         return NOT_DONE_YET
+
+    def lane(self, channel, head, table, route: str, prefix, segments):
+        """The proxy lane's request for ``head`` (:mod:`twisthost.proxy_lane`), or None."""
+        return proxy_lane(channel, head, table, route, self, prefix, segments)
 
 
 class Exchange:
@@ -288,8 +293,19 @@ class Exchange:
     def _error(self, status: int, detail: str) -> None:
         if self.gone:
             return
-        self.request.write(write_error(self.request, status, detail))
-        self.request.finish()
+        request = self._twisted_request()
+        request.write(write_error(request, status, detail))
+        request.finish()
+
+    def _twisted_request(self):
+        """The client's request as a Twisted ``Request``, for an answer only that gives.
+
+        A lane request (:mod:`twisthost.proxy_lane`) hands over to one here.
+        """
+        promote = getattr(self.request, "promote", None)
+        if promote is not None:
+            self.request = promote()
+        return self.request
 
     def _bug(self, failure) -> None:
         log.failure("proxy: unexpected error", failure)
@@ -377,7 +393,7 @@ class Exchange:
 
     def _hand_off(self) -> None:
         target, headers = self.accel
-        hand_off(self.request, target, headers, f"proxy {self.upstream.url}")
+        hand_off(self._twisted_request(), target, headers, f"proxy {self.upstream.url}")
 
     def broken(self, reason) -> None:
         self._end_try()

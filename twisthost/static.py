@@ -20,6 +20,7 @@ import stat
 from twisted.web import static
 from twisted.web.resource import Resource
 
+from .lane import file_lane
 from .pages import write_error
 from .staticfile import FileOptions, render_file, whole_file
 
@@ -74,6 +75,10 @@ class StaticResource(Resource):
         if st is not None and stat.S_ISREG(st.st_mode) and not (wants_folder and names):
             return render_file(request, path, "/".join(names), st, self.options)
         return self.missing(request, names)
+
+    def lane(self, channel, head, table, route: str, prefix, segments: list[bytes]):
+        """The static lane's request for ``head`` (:mod:`twisthost.lane`), or None."""
+        return file_lane(channel, head, table, route, self, segments)
 
     def whole_file(self, segments: list[bytes], codings: bool, can_sendfile):
         """For :mod:`twisthost.lane`: what :func:`~twisthost.staticfile.whole_file` says of

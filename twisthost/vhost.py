@@ -121,10 +121,10 @@ class RouteTable:
             key=lambda item: len(item[0]),
             reverse=True,
         )
-        #: Prefixes of the mounts the static lane (:mod:`twisthost.lane`) may answer for, as
-        #: sent: a target starting with none of them is not worth decoding and matching.
-        self.file_prefixes = tuple(
-            label.encode("utf-8") for _, resource, label in self.routes if hasattr(resource, "whole_file"))
+        #: Prefixes of the mounts that have a lane (:mod:`twisthost.lane`), as sent: a
+        #: target starting with none of them is not worth decoding and matching.
+        self.lane_prefixes = tuple(
+            label.encode("utf-8") for _, resource, label in self.routes if hasattr(resource, "lane"))
 
     def match(self, segments: list[bytes]) -> tuple[Resource, int] | None:
         """The resource for a request path and how many segments its prefix took."""
@@ -209,8 +209,8 @@ class VirtualHosts(Resource):
         found = table.match(_without_trailing_slash(segments))
         return (found[0], segments[found[1]:]) if found else None
 
-    def static_target(self, host: bytes, target: bytes):
-        """``(route table, route label, resource, segments below the prefix)`` for :mod:`twisthost.lane`.
+    def lane_target(self, host: bytes, target: bytes):
+        """``(route table, route label, resource, prefix segments, segments below)`` for :mod:`twisthost.lane`.
 
         ``host`` is the request's one Host header.  None when the request
         would not simply reach a service: an unknown host or path, or a
@@ -219,14 +219,14 @@ class VirtualHosts(Resource):
         name = host_from_header(host)
         table = self.hosts.lookup(name) if name is not None else None
         if (not isinstance(table, RouteTable) or table.guard is not None
-                or not target.startswith(table.file_prefixes)):
+                or not target.startswith(table.lane_prefixes)):
             return None
         segments = _target_segments(target)
         found = table.match_route(_without_trailing_slash(segments))
         if found is None:
             return None
         resource, size, label = found
-        return table, label, resource, segments[size:]
+        return table, label, resource, segments[:size], segments[size:]
 
     def route(self, request):
         table, name = self.table_for(request)
