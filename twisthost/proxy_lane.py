@@ -87,7 +87,8 @@ class ProxyLaneRequest(LaneRequest):
 
     def setResponseCode(self, code: int, message: bytes | None = None) -> None:
         self.code = code
-        self.code_message = message or RESPONSES.get(code, b"Unknown Status")
+        # As Twisted's: an upstream's empty reason phrase is relayed empty, not replaced.
+        self.code_message = message if message is not None else RESPONSES.get(code, b"Unknown Status")
 
     def write(self, data: bytes) -> None:
         """A body part, after the exchange wrote the head (``startedWriting``, ``chunked``)."""
