@@ -267,6 +267,9 @@ class UpstreamConnection(Protocol):
             return
         if head.chunked:
             self.decoder = _ChunkedTransferDecoder(self._data, self._finished)
+        elif head.length is not None and len(rest) >= head.length:
+            self._whole(exchange, head, rest)  # a small response, all in this read
+            return
         elif head.length is not None:
             self.decoder = _IdentityTransferDecoder(head.length, self._data, self._finished)
         else:
@@ -278,6 +281,15 @@ class UpstreamConnection(Protocol):
                 self._finished(rest)
             elif rest:
                 self.decoder.dataReceived(rest)
+
+    def _whole(self, exchange, head: Head, rest: bytes) -> None:
+        """The head and the whole body came in one read: no decoder to set up and feed."""
+        exchange.head(head)
+        if self.exchange is exchange:  # not given up on by the head
+            length = head.length
+            if length:
+                exchange.body(rest[:length] if len(rest) > length else rest)
+            self._finished(rest[length:])
 
     def _data(self, data: bytes) -> None:
         if self.exchange is not None:
