@@ -546,6 +546,8 @@ def responses(data: bytes, methods: list[bytes]) -> list[tuple[bytes, bytes]]:
             body, buffer = buffer[:end], buffer[end:]
         else:
             length = int(re.search(rb"\r\nContent-Length: (\d+)\r\n", head).group(1))
+            if len(buffer) < length:
+                raise ValueError("body cut short")
             body, buffer = buffer[:length], buffer[length:]
         out.append((head, body))
     assert not buffer, buffer[:200]
@@ -677,3 +679,286 @@ def test_client_leaving_before_the_head_aborts_the_upstream(inproc):
     with_lane, _ = inproc.compare(get("/x"), script=HANG, then=leave, answered=False)
     assert with_lane.taken == [True] and with_lane.upstream[0][1]
     assert not with_lane.log and with_lane.response == b""
+
+
+def test_a_client_that_stops_reading_pauses_the_upstream(inproc):
+    """Back-pressure: the client's transport pauses the channel, which pauses the upstream connection."""
+    states = []
+
+    def full_then_drained(host, protocol, transport):
+        upstream = host.upstreams.conns[0]
+        transport.producer.pauseProducing()  # what a full socket buffer does
+        states.append(upstream.transport.producerState)
+        upstream.protocol.dataReceived(b"y" * 50)
+        transport.producer.resumeProducing()
+        states.append(upstream.transport.producerState)
+        upstream.protocol.dataReceived(b"z" * 50)
+
+    script = answer(response(b"200 OK", b"Content-Length: 200", length=False) + b"x" * 100, "hang")
+    with_lane, _ = inproc.compare(get("/x"), script=script, then=full_then_drained)
+    assert with_lane.taken == [True]
+    assert states == ["paused", "producing"] * 2
+    assert with_lane.response.endswith(b"x" * 100 + b"y" * 50 + b"z" * 50)
+
+
+def test_timers_while_waiting_and_after_the_answer(inproc):
+    """No read timer runs while the upstream takes its time; keep-alive runs after the answer."""
+    site = inproc.service.current.site
+    keepalive, waited = site.keepalive_timeout, max(site.header_timeout, site.keepalive_timeout) + 5
+    closed = []
+
+    def wait_then_answer(host, protocol, transport):
+        host.reactor.advance(waited)
+        closed.append(transport.disconnecting)
+        conn = host.upstreams.conns[0]
+        conn.protocol.dataReceived(echo(requests_in(conn.transport.value())[-1])[0])
+        host.reactor.advance(keepalive - 1)
+        closed.append(transport.disconnecting)
+        host.reactor.advance(2)
+        closed.append(transport.disconnecting)
+
+    with_lane, _ = inproc.compare(get("/x"), script=HANG, then=wait_then_answer)
+    assert with_lane.taken == [True] and with_lane.response.endswith(b"echo /x")
+    assert closed == [False, False, True] * 2
+    assert with_lane.log[0]["upstream_ms"] == waited * 1000
+
+
+# -- real sockets -------------------------------------------------------------------------------
+
+
+class LaneTestHandler(Handler):
+    """``proxy_upstream``'s handler, plus answers that do not name the connection they came on."""
+
+    def _any(self):
+        path = self.path.split("?")[0]
+        if path == "/echo":
+            body = self._body()
+            payload = f"{self.command} {self.path} body={body.decode('latin-1')}".encode()
+            self._send(200, [("Content-Type", "text/plain"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")],
+                       payload)
+        elif path == "/big":
+            self._big(int(self.path.split("size=")[1]))
+        elif path == "/accel":
+            self._body()
+            self._send(200, [("X-Accel-Redirect", "/files/file.bin"), ("Set-Cookie", "s=1"),
+                             ("Content-Type", "application/x-ignored")], b"ignored")
+        else:
+            super()._any()
+
+    def _send(self, status: int, headers: list, payload: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _big(self, size: int) -> None:
+        """``size`` bytes of ``big_body`` with a Content-Length, counted in ``sent``."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        block = big_body(65536)
+        try:
+            for start in range(0, size, len(block)):
+                piece = block[: min(len(block), size - start)]
+                self.wfile.write(piece)
+                with self.server.lock:
+                    self.server.sent += len(piece)
+        except OSError:
+            self.close_connection = True
+
+    do_GET = do_POST = do_HEAD = _any
+
+
+def big_body(size: int) -> bytes:
+    return b"x" * size  # what /big and /stream send: a repeated byte, checked by length and sha256
+
+
+SERVED_SITE = """
+from twisthost import Host, Proxy, Site, Static
+HOOK_DEF
+site = Site(
+    hosts=[
+        Host("p.test", Proxy("UP", idle_timeout=30), routes={"/files": Static("www", internal=True)}),
+        Host("dead.test", Proxy("DEAD")),
+    ],
+    HOOK_ARG
+)
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    server = Upstream("lane")
+    server.RequestHandlerClass = LaneTestHandler
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def servers(tree, upstream):
+    """The same site twice: as is (the lane on) and with a no-op pre_request hook (the lane off)."""
+    site = SERVED_SITE.replace("UP", upstream.url).replace("DEAD", f"http://127.0.0.1:{free_port()}")
+    write_site(tree, site.replace("HOOK_DEF", "").replace("HOOK_ARG", ""), "lane_on.py")
+    write_site(tree, site.replace("HOOK_DEF", "def pre_request(request):\n    pass")
+               .replace("HOOK_ARG", 'hooks={"pre_request": pre_request},'), "lane_off.py")
+    started = [Server(tree / "lane_on.py", free_port())]
+    try:
+        started.append(Server(tree / "lane_off.py", free_port()))
+        yield started
+    finally:
+        for server in started:
+            log = server.log()
+            server.stop()
+            assert "Traceback" not in log and "Unhandled" not in log, log
+
+
+def connect(server) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=20)
+
+
+def read_answers(sock, methods: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """Read until ``methods`` answers are complete, then split them."""
+    data = b""
+    while True:
+        try:
+            return responses(data, methods)
+        except (ValueError, AttributeError, AssertionError):
+            pass  # incomplete still (or not yet a head)
+        chunk = sock.recv(1 << 20)
+        assert chunk, f"connection closed after {data[-300:]!r}"
+        data += chunk
+
+
+def both(servers, data: bytes, methods: list[bytes]):
+    """Send ``data`` in one sendall to each server; their answers, the same once masked."""
+    answers = []
+    for server in servers:
+        with connect(server) as sock:
+            sock.sendall(data)
+            answers.append(read_answers(sock, methods))
+    lane, usual = answers
+    assert [(masked(head), body) for head, body in lane] == [(masked(head), body) for head, body in usual]
+    return lane
+
+
+def test_pipelined_gets_and_a_post_in_one_sendall(servers):
+    requests = [
+        get("/echo?1"),
+        get("/echo?2", method="HEAD"),
+        get("/echo?3", "Content-Length: 5", method="POST", body=b"hello"),
+        get("/echo?4", "Cookie: a=1", "Cookie: b=2"),
+        get("/status/204"),
+        get("/accel", "Range: bytes=0-9"),
+        get("/echo?5", "X-Request-Id: piped-5"),
+        get("/x", host="dead.test"),
+        get("/echo?6"),
+    ]
+    answers = both(servers, b"".join(requests), [r.split(b" ", 1)[0] for r in requests])
+    assert [status_of(head) for head, _ in answers] == [200, 200, 200, 200, 204, 206, 200, 502, 200]
+    assert [body for _, body in answers[:4]] == [b"GET /echo?1 body=", b"", b"POST /echo?3 body=hello",
+                                                 b"GET /echo?4 body="]
+    assert answers[5][1] == FILE[:10] and answers[8][1] == b"GET /echo?6 body="
+    assert b"\r\nX-Request-Id: piped-5\r\n" in answers[6][0]
+
+
+def test_accel_redirect_with_range_and_a_dead_upstream(servers):
+    answers = both(servers, get("/accel", "Range: bytes=100-199") + get("/accel", method="HEAD")
+                   + get("/x", host="dead.test") + get("/x", method="HEAD", host="dead.test"),
+                   [b"GET", b"HEAD", b"GET", b"HEAD"])
+    (head, body), (head_only, _), (bad, page), (bad_head, _) = answers
+    assert status_of(head) == 206 and body == FILE[100:200]
+    assert b"\r\nContent-Range: bytes 100-199/10240\r\n" in head and b"\r\nSet-Cookie: s=1\r\n" in head
+    assert b"x-ignored" not in head and status_of(head_only) == 200
+    assert b"\r\nContent-Length: 10240\r\n" in head_only
+    assert status_of(bad) == status_of(bad_head) == 502 and page.startswith(b"502 ")
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1))
+
+
+@pytest.mark.parametrize("path", ["/stream", "/big"], ids=["chunked", "content-length"])
+def test_big_body_read_slowly_pauses_the_upstream(servers, upstream, path):
+    """A client that stops reading stops the upstream (bounded memory); then it gets every byte."""
+    server = servers[0]
+    size = 48 * 1024 * 1024
+    with connect(server) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(get(f"{path}?size={size}") + get("/echo?after"))
+        before_sent, before_rss = upstream.sent, _rss_kib(server.proc.pid)
+        time.sleep(1.0)  # reads nothing meanwhile
+        sent = upstream.sent - before_sent
+        assert sent < size // 2, f"the upstream sent {sent} bytes to a client that read nothing"
+        assert _rss_kib(server.proc.pid) - before_rss < 16 * 1024
+        digest, got, data = hashlib.sha256(), 0, b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, data = data.partition(b"\r\n\r\n")
+        chunked = b"\r\nTransfer-Encoding: chunked" in head
+        assert chunked == (path == "/stream") and status_of(head) == 200
+        # Read slowly: small reads, the decoded body counted as it comes.
+        raw = bytearray(data)
+        while True:
+            if chunked:
+                while True:
+                    line_end = raw.find(b"\r\n")
+                    if line_end < 0:
+                        break
+                    length = int(raw[:line_end], 16)
+                    if len(raw) < line_end + 2 + length + 2:
+                        break
+                    digest.update(raw[line_end + 2:line_end + 2 + length])
+                    got += length
+                    del raw[:line_end + 2 + length + 2]
+                    if length == 0:
+                        break
+                if got == size and not length:
+                    break
+            else:
+                take = min(len(raw), size - got)
+                digest.update(raw[:take])
+                got += take
+                del raw[:take]
+                if got == size:
+                    break
+            raw += sock.recv(16384)
+        assert digest.digest() == hashlib.sha256(big_body(size)).digest()
+        (after_head, after_body), = read_answers_from(sock, bytes(raw), [b"GET"])
+        assert after_body == b"GET /echo?after body="
+
+
+def read_answers_from(sock, data: bytes, methods):
+    while True:
+        try:
+            return responses(data, methods)
+        except (ValueError, AttributeError, AssertionError):
+            pass
+        chunk = sock.recv(1 << 20)
+        assert chunk
+        data += chunk
+
+
+def test_client_leaving_mid_body_aborts_the_upstream_and_harms_nothing(servers, upstream):
+    server = servers[0]
+    size = 256 * 1024 * 1024
+    with connect(server) as sock:
+        sock.sendall(get(f"/stream?size={size}"))
+        got = 0
+        while got < 1024 * 1024:
+            chunk = sock.recv(65536)
+            assert chunk
+            got += len(chunk)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+    previous = -1
+    deadline = time.monotonic() + 10
+    while upstream.sent != previous:  # the upstream stops once its connection is aborted
+        assert time.monotonic() < deadline, "the upstream kept sending"
+        previous = upstream.sent
+        time.sleep(0.3)
+    answers = both(servers, get("/echo?next"), [b"GET"])
+    assert answers[0][1] == b"GET /echo?next body="
