@@ -415,3 +415,40 @@ def test_refused_requests_are_counted(logged):
     samples = metric_samples(logged)
     assert samples[("twisthost_requests_refused_total", (("status", "400"),))] == 1
     assert samples[("twisthost_requests_refused_total", (("status", "414"),))] == 1
+
+
+def _exposed(metrics) -> tuple:
+    from prometheus_client import generate_latest
+
+    families = text_string_to_metric_families(generate_latest(metrics.registry).decode())
+    return tuple(sorted(
+        (family.name, family.type, family.documentation,
+         tuple(sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in family.samples)))
+        for family in families
+    ))
+
+
+def test_single_process_tallies_expose_what_prometheus_client_series_do(monkeypatch):
+    """One process keeps per-route series as plain numbers (``RouteTally``); workers keep
+    prometheus_client's (``RouteSeries``). The same requests must read the same in /metrics."""
+    from twisthost.metrics import Metrics, RouteSeries, RouteTally
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    tallied = Metrics()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/nonexistent")  # the branch only: values stay in memory
+    series = Metrics()
+    requests = [
+        ("a.test", "/", 200, 0.0004, 14, None),
+        ("a.test", "/api", 502, 0.0025, 0, {"upstream": "http://u1", "upstream_ms": 2.5}),
+        ("b.test", "/", 304, 0.7, 0, {"queue_ms": 100.0}),
+        ("a.test", "/", 404, 31.0, 9, {}),
+        ("a.test", "/api", 200, 0.01, 5, {"upstream": "http://u2", "upstream_ms": 0.001}),
+        ("-", "-", 400, 0.0, 0, None),
+        ("a.test", "/", 200, 0.001, 1 << 40, None),  # on a bucket's bound: counted in it
+    ]
+    for request in requests:
+        tallied.finished(*request)
+        series.finished(*request)
+    assert {type(s) for s in tallied._series.values()} == {RouteTally}
+    assert {type(s) for s in series._series.values()} == {RouteSeries}
+    assert _exposed(tallied) == _exposed(series)
