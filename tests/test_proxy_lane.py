@@ -232,6 +232,7 @@ class Outcome:
         assert self.log == other.log
         assert self.metrics == other.metrics
         assert (self.started, self.closed, self.pending) == (other.started, other.closed, other.pending)
+        assert self.ends == other.ends
 
 
 _TIMINGS = ("duration_ms", "time")
@@ -246,6 +247,7 @@ class InProcess:
         self.service = HostService(prepare(str(path), reactor=self.reactor), reactor=self.reactor)
         self.factory = self.service.factory
         self.own_lane = self.factory.lane
+        self.observers = list(self.factory.connections.request_observers)
         self.upstreams = ScriptedUpstreams(self.reactor)
         self.log = path.parent / self.service.current.site.access_log
 
@@ -279,9 +281,11 @@ class InProcess:
         counting = CountingLane(self.own_lane) if lane else None
         self.factory.lane = counting
         # A fresh count (and drain state) per run, on the test's clock.
-        observers = self.factory.connections.request_observers
         self.factory.connections = Connections(self.reactor)
-        self.factory.connections.request_observers[:] = observers
+        # What waits on each request's end (metrics in workers, post_request hooks) hears of it.
+        ends = []
+        self.factory.connections.request_observers[:] = [*self.observers, lambda request: request.notifyFinish(
+        ).addCallbacks(lambda _: ends.append("finished"), lambda _: ends.append("lost"))]
         self.upstreams.reset(script)
         log_from = self.log.stat().st_size if self.log.exists() else 0
         metrics_before = self._metrics()
@@ -317,7 +321,7 @@ class InProcess:
                    if value != metrics_before.get(key, 0)}
         return Outcome(response=response, taken=counting.taken if counting else [],
                        upstream=self.upstreams.report(), log=self._log_records(log_from), metrics=metrics,
-                       started=self.factory.connections.requests, closed=closed, pending=pending)
+                       started=self.factory.connections.requests, closed=closed, pending=pending, ends=ends)
 
     def compare(self, data: bytes, answered: bool = True, **kwargs) -> tuple[Outcome, Outcome]:
         """The exchange with the lane and without; fails unless both left the same."""
