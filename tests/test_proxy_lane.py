@@ -523,6 +523,8 @@ def test_same_exchange_as_the_usual_path(inproc, data, script, peer, code, takes
     assert with_lane.taken == ([] if takes is None else [takes])
     assert status_of(with_lane.response) == code
     assert with_lane.started == (takes is not None)
+    if with_lane.ends == ["finished"]:  # not cut off mid-body, not a tunnel
+        assert with_lane.metrics and with_lane.log, "nothing compared: the harness lost the metrics or log"
 
 
 def test_timeouts_give_the_same_answers(inproc):
