@@ -166,3 +166,18 @@ def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 
 
 os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+
+
+class CountingLane:
+    """A site's real lane (``twisthost.lane.lane_request``), remembering whether a request of
+    ``kind`` (a lane's request class) took each head: the lane tests' proof that the plain
+    cases went through the lane."""
+
+    def __init__(self, lane, kind: type):
+        self.lane, self.kind = lane, kind
+        self.taken: list[bool] = []
+
+    def __call__(self, channel, head):
+        request = self.lane(channel, head)
+        self.taken.append(isinstance(request, self.kind))
+        return request

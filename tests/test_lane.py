@@ -25,7 +25,7 @@ import socket
 import time
 
 import pytest
-from conftest import Server, free_port, write_site
+from conftest import CountingLane, Server, free_port, write_site
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -181,19 +181,6 @@ def status(head: bytes) -> int:
     return int(head.split(b" ", 2)[1])
 
 
-class CountingLane:
-    """The site's real lane (``lane_request``), remembering whether it took each head."""
-
-    def __init__(self, lane):
-        self.lane = lane
-        self.taken: list[bool] = []
-
-    def __call__(self, channel, head):
-        request = self.lane(channel, head)
-        self.taken.append(isinstance(request, LaneRequest))
-        return request
-
-
 class Outcome:
     """What one exchange left: bytes sent, lane decisions, log lines, metric and count changes."""
 
@@ -239,7 +226,7 @@ class InProcess:
 
     def exchange(self, data: bytes, lane: bool, bytewise: bool = False, then=None) -> Outcome:
         """Send ``data`` on a new connection (at once, or a byte per read); what came of it."""
-        counting = CountingLane(self.own_lane) if lane and self.own_lane is not None else None
+        counting = CountingLane(self.own_lane, LaneRequest) if lane and self.own_lane is not None else None
         self.factory.lane = counting
         log_from, metrics_before = self._log_size(), self._metrics()
         started = self.factory.connections.requests

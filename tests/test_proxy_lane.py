@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import Server, free_port, write_site
+from conftest import CountingLane, Server, free_port, write_site
 from proxy_upstream import Handler, Upstream
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import (
@@ -210,19 +210,6 @@ class ScriptedUpstreams:
 # -- the in-process host ------------------------------------------------------------------------
 
 
-class CountingLane:
-    """The site's real lane (``lane_request``), remembering whether the proxy lane took each head."""
-
-    def __init__(self, lane):
-        self.lane = lane
-        self.taken: list[bool] = []
-
-    def __call__(self, channel, head):
-        request = self.lane(channel, head)
-        self.taken.append(isinstance(request, ProxyLaneRequest))
-        return request
-
-
 class Outcome:
     """What one exchange left: client bytes, upstream bytes, log records, metrics, counts, state."""
 
@@ -281,7 +268,7 @@ class InProcess:
 
     def exchange(self, data: bytes, lane: bool, script=None, peer=PEER, then=None, bytewise=False) -> Outcome:
         """``data`` on a new connection, the upstream playing ``script``; what came of it."""
-        counting = CountingLane(self.own_lane) if lane else None
+        counting = CountingLane(self.own_lane, ProxyLaneRequest) if lane else None
         self.factory.lane = counting
         # A fresh count (and drain state) per run, on the test's clock.
         self.factory.connections = Connections(self.reactor)

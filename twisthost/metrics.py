@@ -108,26 +108,53 @@ def _percentile(ordered: list, q: float) -> float | None:
     return round(ordered[index] * 1000, 3)
 
 
-class RouteSeries:
-    """The labelled Prometheus children and the window of one (host, route).
+class _Route:
+    """What one (host, route) records of a finished request, whichever class keeps the numbers.
 
-    ``Counter.labels()`` checks, converts and looks up its labels under a
-    lock on every call; resolving each child once per route (per status and
-    per upstream) keeps a finished request to a few dictionary look-ups.
-    Histograms a route never feeds (queue wait, upstream time) are created
-    on first use, so they appear only for routes that have them.
+    Subclasses count the request (:meth:`_count`) and make the histograms a
+    route may never feed (queue wait, upstream time) on first use
+    (:meth:`_histogram`), so those appear only for routes that have them.
     """
 
     def __init__(self, metrics: "Metrics", host: str, route: str):
         self.metrics, self.host, self.route = metrics, host, route
-        self.duration = metrics.duration.labels(host, route)
-        self.sent = metrics.sent.labels(host, route)
-        self.requests: dict = {}  # status code -> child counter of its class
         self.queue_wait = None
-        self.upstream_time: dict = {}  # upstream -> child histogram
+        self.upstream_time: dict = {}  # upstream -> histogram
         self.window = metrics.windows.setdefault((host, route), RouteWindow())
 
     def add(self, status: int, seconds: float, sent: int, extra: dict | None) -> None:
+        self._count(status, seconds, sent)
+        if extra:
+            queue_ms = extra.get("queue_ms")
+            if queue_ms is not None:
+                if self.queue_wait is None:
+                    self.queue_wait = self._histogram("queue_wait")
+                self.queue_wait.observe(queue_ms / 1000)
+            upstream_ms = extra.get("upstream_ms")
+            if upstream_ms is not None:
+                upstream = extra.get("upstream") or "-"
+                histogram = self.upstream_time.get(upstream)
+                if histogram is None:
+                    histogram = self.upstream_time[upstream] = self._histogram("upstream_time", upstream)
+                histogram.observe(upstream_ms / 1000)
+        self.window.add(time.time(), seconds, status >= 500)
+
+
+class RouteSeries(_Route):
+    """A route's labelled Prometheus children (workers: their values live in the shared files).
+
+    ``Counter.labels()`` checks, converts and looks up its labels under a
+    lock on every call; resolving each child once per route (per status and
+    per upstream) keeps a finished request to a few dictionary look-ups.
+    """
+
+    def __init__(self, metrics: "Metrics", host: str, route: str):
+        super().__init__(metrics, host, route)
+        self.duration = metrics.duration.labels(host, route)
+        self.sent = metrics.sent.labels(host, route)
+        self.requests: dict = {}  # status code -> child counter of its class
+
+    def _count(self, status: int, seconds: float, sent: int) -> None:
         counter = self.requests.get(status)
         if counter is None:
             counter = self.requests[status] = self.metrics.requests.labels(
@@ -136,24 +163,9 @@ class RouteSeries:
         self.duration.observe(seconds)
         if sent:
             self.sent.inc(sent)
-        if extra:
-            self._add_extra(extra)
-        self.window.add(time.time(), seconds, status >= 500)
 
-    def _add_extra(self, extra: dict) -> None:
-        queue_ms = extra.get("queue_ms")
-        if queue_ms is not None:
-            if self.queue_wait is None:
-                self.queue_wait = self.metrics.queue_wait.labels(self.host, self.route)
-            self.queue_wait.observe(queue_ms / 1000)
-        upstream_ms = extra.get("upstream_ms")
-        if upstream_ms is not None:
-            upstream = extra.get("upstream") or "-"
-            child = self.upstream_time.get(upstream)
-            if child is None:
-                child = self.upstream_time[upstream] = self.metrics.upstream_time.labels(
-                    self.host, self.route, upstream)
-            child.observe(upstream_ms / 1000)
+    def _histogram(self, kind: str, *labels: str):
+        return getattr(self.metrics, kind).labels(self.host, self.route, *labels)
 
 
 class Buckets:
@@ -177,37 +189,23 @@ class Buckets:
         family.add_metric(labels, cumulative, self.sum)
 
 
-class RouteTally:
-    """The series of one (host, route) in a single process, as plain numbers (see the module's doc)."""
+class RouteTally(_Route):
+    """A route's series in a single process, as plain numbers (see the module's doc)."""
 
     def __init__(self, metrics: "Metrics", host: str, route: str):
-        self.host, self.route = host, route
+        super().__init__(metrics, host, route)
         self.requests: dict = {}  # status class -> count
         self.duration = Buckets()
         self.sent = 0
-        self.queue_wait = None
-        self.upstream_time: dict = {}  # upstream -> Buckets
-        self.window = metrics.windows.setdefault((host, route), RouteWindow())
 
-    def add(self, status: int, seconds: float, sent: int, extra: dict | None) -> None:
+    def _count(self, status: int, seconds: float, sent: int) -> None:
         kind = status_class(status)
         self.requests[kind] = self.requests.get(kind, 0) + 1
         self.duration.observe(seconds)
         self.sent += sent
-        if extra:
-            queue_ms = extra.get("queue_ms")
-            if queue_ms is not None:
-                if self.queue_wait is None:
-                    self.queue_wait = Buckets()
-                self.queue_wait.observe(queue_ms / 1000)
-            upstream_ms = extra.get("upstream_ms")
-            if upstream_ms is not None:
-                upstream = extra.get("upstream") or "-"
-                buckets = self.upstream_time.get(upstream)
-                if buckets is None:
-                    buckets = self.upstream_time[upstream] = Buckets()
-                buckets.observe(upstream_ms / 1000)
-        self.window.add(time.time(), seconds, status >= 500)
+
+    def _histogram(self, kind: str, *labels: str) -> Buckets:
+        return Buckets()
 
 
 class RouteCollector:
