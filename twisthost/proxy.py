@@ -158,7 +158,11 @@ class Exchange:
         return b"/" + b"/".join(rest) + mark + query
 
     def start(self) -> None:
-        self.request.notifyFinish().addErrback(self._client_gone)
+        when_gone = getattr(self.request, "when_gone", None)  # a lane request: no Deferred per request
+        if when_gone is not None:
+            when_gone(self._client_gone)
+        else:
+            self.request.notifyFinish().addErrback(self._client_gone)
         self.try_next(None)
 
     # -- choosing and trying ---------------------------------------------------

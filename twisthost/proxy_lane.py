@@ -60,6 +60,7 @@ class ProxyLaneRequest(LaneRequest):
     cookies = ()
     etag = lastModified = None
     responseHeaders = content = None
+    _gone = None  # told when the client leaves (when_gone)
 
     def __init__(self, channel, head, table, route: str, proxy, prefix, segments):
         super().__init__(channel, head)
@@ -99,6 +100,16 @@ class ProxyLaneRequest(LaneRequest):
             else:
                 self.channel.write(data)
 
+    def when_gone(self, callback) -> None:
+        """Call ``callback(reason)`` if the client leaves before the end: ``notifyFinish``'s
+        errback without a Deferred made and fired per request (~3 µs of ~75)."""
+        self._gone = callback
+
+    def connectionLost(self, reason) -> None:
+        if self._gone is not None:
+            self._gone(reason)
+        super().connectionLost(reason)
+
     def finish(self) -> None:
         if self.chunked:
             self.channel.write(b"0\r\n\r\n")
@@ -120,6 +131,8 @@ class ProxyLaneRequest(LaneRequest):
         request.content, request.notes, request.site = self.content, self.notes, self.site
         request.prepath, request.postpath, request.sitepath = self.prepath, self.postpath, []
         request.notifications, self._waiting = self._waiting or [], None
+        if self._gone is not None:
+            request.notifyFinish().addErrback(self._gone)
         requests = channel.requests
         requests[requests.index(self)] = request
         return request
