@@ -28,10 +28,10 @@ from .health import HealthChecker
 from .lazytimer import LazyTimer
 from .pages import write_error
 from .proxy_client import UpstreamPool, field
-from .proxy_lane import proxy_lane
 from .proxy_headers import (
     ResponseRules, copy_response_headers, head_bytes, is_upgrade, response_head, upstream_headers,
 )
+from .proxy_lane import proxy_lane
 from .tunnel import can_tunnel, open_tunnel
 from .upstream import Upstream, UpstreamEndpoints
 

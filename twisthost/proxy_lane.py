@@ -8,8 +8,8 @@ life cycle (the request object, ``process``, routing by path segments,
 :class:`ProxyLaneRequest` gives the exchange what it uses of a request, and
 the shared request duties come from :class:`~twisthost.lane.LaneRequest`.
 
-Two answers need all of Twisted's request: an error page (502, 503, 504)
-and the file an ``X-Accel-Redirect`` names.  Neither has written anything
+Two answers need all of Twisted's request: an error page (502, 503, 504,
+or 500 when something raised) and the file an ``X-Accel-Redirect`` names.  Neither has written anything
 when it is chosen, so the exchange then asks for a real request in this one's
 place (:meth:`ProxyLaneRequest.promote`) and answers as on the usual path.
 
@@ -28,7 +28,7 @@ from urllib.parse import parse_qs
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 
-from .lane import PLAIN, REFUSE, CONNECTION, HeaderMeanings, LaneRequest
+from .lane import CONNECTION, PLAIN, REFUSE, HeaderMeanings, LaneRequest
 from .logs import RequestNotes, request_id
 from .request import FastHeaders, http_date
 
