@@ -33,11 +33,9 @@ with the whole file in identity coding.
 
 from __future__ import annotations
 
-import time
-
 from twisted.internet import defer
 
-from .logs import RequestNotes, new_request_id
+from .logs import new_request_id
 from .request import FastHeaders, http_date
 from .sendfile import SendfileProducer
 
@@ -208,9 +206,7 @@ class FileLaneRequest(LaneRequest):
         site = self.site
         site.connections.request_started(self)  # may end keep-alive, for a drain
         request_id = new_request_id([self._given_id] if self._given_id is not None else None)
-        table = self._table
-        self.notes = RequestNotes(table.label, self._route, time.monotonic(), request_id.decode("ascii"),
-                                  table.access_log)
+        self.notes = self._table.notes(self._route, request_id.decode("ascii"))
         facts, channel = self._facts, self.channel
         head = [b"HTTP/1.1 200 OK\r\n"]
         if site.server_header:

@@ -22,15 +22,14 @@ https redirect or HSTS (see :func:`twisthost.lane.lane_request`).
 from __future__ import annotations
 
 import io
-import time
 from urllib.parse import parse_qs
 
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 
 from .lane import CONNECTION, PLAIN, REFUSE, HeaderMeanings, LaneRequest
-from .logs import RequestNotes, request_id
-from .request import FastHeaders, http_date
+from .logs import request_id
+from .request import FastHeaders, set_default_headers
 
 _HEADERS = HeaderMeanings({
     b"connection": CONNECTION,
@@ -69,15 +68,13 @@ class ProxyLaneRequest(LaneRequest):
 
     def answer(self) -> None:
         """Start the exchange; the upstream answers later, so the channel queues us first."""
-        channel, site, table = self.channel, self.site, self._table
-        channel.queue_lane_request(self)
+        site = self.site
+        self.channel.queue_lane_request(self)
         # As DefaultHeadersRequest.process, HostSite.getResourceFor and VirtualHosts.route do it:
-        headers = self.responseHeaders = FastHeaders()
-        if site.server_header:
-            headers.setRawHeaders(b"server", [site.server_header])
-        headers.setRawHeaders(b"date", [http_date()])
+        self.responseHeaders = FastHeaders()
+        set_default_headers(self.responseHeaders, site.server_header)
         site.connections.request_started(self)  # a drain adds "Connection: close"
-        self.notes = RequestNotes(table.label, self._route, time.monotonic(), request_id(self), table.access_log)
+        self.notes = self._table.notes(self._route, request_id(self))
         self.content = io.BytesIO()
         try:
             self._proxy.render(self)

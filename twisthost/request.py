@@ -35,6 +35,13 @@ def http_date() -> bytes:
     return _date[1]
 
 
+def set_default_headers(headers, server_header: bytes | None) -> None:
+    """``Server`` (when the site names one) and ``Date``: the headers every response starts with."""
+    if server_header:
+        headers.setRawHeaders(b"server", [server_header])
+    headers.setRawHeaders(b"date", [http_date()])
+
+
 #: bytes header name -> the key Twisted's ``Headers`` stores it under.
 _KEYS: dict[bytes, bytes] = {}
 _MAX_KEYS = 10_000  # names are client-chosen: bounded like Twisted's own name cache
@@ -131,11 +138,7 @@ class DefaultHeadersRequest(server.Request):
         absent) from the start; the rest is Twisted's method unchanged.
         """
         site = self.site = self.channel.site
-        headers = self.responseHeaders
-        server_header = getattr(site, "server_header", None)
-        if server_header:
-            headers.setRawHeaders(b"server", [server_header])
-        headers.setRawHeaders(b"date", [http_date()])
+        set_default_headers(self.responseHeaders, getattr(site, "server_header", None))
         self.prepath = []
         self.postpath = list(map(server.unquote, self.path[1:].split(b"/")))
         if self.path == b"*":

@@ -126,6 +126,10 @@ class RouteTable:
         self.lane_prefixes = tuple(
             label.encode("utf-8") for _, resource, label in self.routes if hasattr(resource, "lane"))
 
+    def notes(self, route: str, request_id: str) -> RequestNotes:
+        """The notes of a request routed here to ``route`` (its label), starting now."""
+        return RequestNotes(self.label, route, time.monotonic(), request_id, self.access_log)
+
     def match(self, segments: list[bytes]) -> tuple[Resource, int] | None:
         """The resource for a request path and how many segments its prefix took."""
         found = self.match_route(segments)
@@ -240,7 +244,7 @@ class VirtualHosts(Resource):
         if found is None:
             return _NO_ROUTE
         resource, size, route = found
-        request.notes = RequestNotes(table.label, route, time.monotonic(), request_id(request), table.access_log)
+        request.notes = table.notes(route, request_id(request))
         request.prepath.extend(request.postpath[:size])
         del request.postpath[:size]
         return getChildForRequest(resource, request)
