@@ -7,7 +7,9 @@
 One gunicorn gthread backend (2 workers x 4 threads, benchmarks/apps/app.py)
 serves all proxies.  Targets:
 
-- ``nginx``:    nginx, 2 workers, ``keepalive 32`` + ``proxy_http_version 1.1`` to the backend;
+- ``nginx``:    nginx, 2 workers, ``keepalive 32`` + ``proxy_http_version 1.1`` to the backend,
+  sending the headers twisthost's ``Proxy`` sends (``bench.servers.NGINX_PROXY_HEADERS``);
+- ``nginx-bare``: the same without those headers (the backend has less to parse);
 - ``proxy``:    twisthost ``Proxy`` to the backend;
 - ``hello``:    twisthost ``Resource`` answering 14 bytes (the shared request path);
 - ``redirect``: twisthost ``Redirect`` (the request path with no body and no upstream);
@@ -22,7 +24,8 @@ serves all proxies.  Targets:
 
 Each target runs ``wrk -t1 -cN --latency`` after a warm-up; server CPU per
 request is (utime+stime of the server's process tree, from /proc, after
-minus before) / requests.  On a shared 2-core box req/s and latency move
+minus before) / requests; the backend's CPU per request is shown too, as
+what a proxy sends changes what the backend spends.  On a shared 2-core box req/s and latency move
 from run to run; CPU µs/req is the figure to compare changes by.
 ``--profile FILE`` records the twistd process of the first twisthost target
 with py-spy (``pip install py-spy`` into .venv; not a dependency), samples
@@ -46,6 +49,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.servers import NGINX_PROXY_HEADERS, NGINX_REQUEST_ID_MAP
+
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -59,14 +64,14 @@ http {{
     access_log off;
     client_body_temp_path {work}/body;
     proxy_temp_path {work}/proxy;
-    upstream backend {{ server 127.0.0.1:{backend}; keepalive 32; }}
+{request_id_map}    upstream backend {{ server 127.0.0.1:{backend}; keepalive 32; }}
     server {{
         listen 127.0.0.1:{port};
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-        }}
+{proxy_headers}        }}
     }}
 }}
 """
@@ -201,9 +206,12 @@ class Launched:
 
 def launch(target: str, work: Path, backend: int, baseline: str | None = None) -> Launched:
     port = free_port()
-    if target == "nginx":
+    if target in ("nginx", "nginx-bare"):
         conf = work / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(work=work, port=port, backend=backend))
+        bare = target == "nginx-bare"
+        conf.write_text(NGINX_CONF.format(work=work, port=port, backend=backend,
+                                          request_id_map="" if bare else NGINX_REQUEST_ID_MAP,
+                                          proxy_headers="" if bare else NGINX_PROXY_HEADERS))
         return Launched([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(work), "-c", str(conf),
                          "-g", "daemon off;"], port, work)
     www = str(work / "www")
@@ -225,7 +233,7 @@ def launch(target: str, work: Path, backend: int, baseline: str | None = None) -
                     env)
 
 
-def measure(server: Launched, options, profile: str | None, path: str = "/") -> dict:
+def measure(server: Launched, options, profile: str | None, path: str = "/", backend: int | None = None) -> dict:
     wrk(server.port, options.warmup, options.connections, path)
     spy = None
     if profile:
@@ -234,8 +242,11 @@ def measure(server: Launched, options, profile: str | None, path: str = "/") -> 
                                 *(["-f", "raw"] if not profile.endswith(".svg") else [])],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     user, system = cpu_seconds(server.proc.pid)
+    backend_before = sum(cpu_seconds(backend)) if backend else 0.0
     result = wrk(server.port, options.duration, options.connections, path)
     user_after, system_after = cpu_seconds(server.proc.pid)
+    backend_after = sum(cpu_seconds(backend)) if backend else 0.0
+    result["backend_us"] = (backend_after - backend_before) / result["requests"] * 1e6
     result["sys_us"] = (system_after - system) / result["requests"] * 1e6
     result["cpu_us"] = (user_after - user) / result["requests"] * 1e6 + result["sys_us"]
     if spy is not None:
@@ -246,7 +257,7 @@ def measure(server: Launched, options, profile: str | None, path: str = "/") -> 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", default="nginx,proxy,hello,redirect",
-                        help="comma-separated: nginx, proxy, hello, hello-log, hello-json, redirect, wsgi, "
+                        help="comma-separated: nginx, nginx-bare, proxy, hello, hello-log, hello-json, redirect, wsgi, "
                              "static1k, static64k, static4m, twistd-wsgi, twistd-static1k (64k, 4m), direct")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -275,27 +286,27 @@ def main(argv=None) -> None:
                 if target == "direct":
                     class Direct:
                         port, proc = backend_port, backend.proc
-                    results[target].append(measure(Direct, options, None))
+                    results[target].append(measure(Direct, options, None, backend=backend_port and backend.proc.pid))
                     continue
                 name, _, base = target.partition("@")
                 server = launch(name, work, backend_port, options.baseline if base else None)
                 try:
-                    spy = profile if name != "nginx" and name not in TWISTD_WEB else None
-                    results[target].append(measure(server, options, spy, PATHS.get(name, "/")))
+                    spy = profile if not name.startswith("nginx") and name not in TWISTD_WEB else None
+                    results[target].append(measure(server, options, spy, PATHS.get(name, "/"), backend.proc.pid))
                     profile = None if spy else profile
                 finally:
                     server.stop()
     finally:
         backend.stop()
     print(f"wrk -t1 -c{options.connections} -d{round(options.duration)}s, {options.rounds} round(s), medians")
-    print(f"{'target':16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11} {'of it sys':>10} {'non-2xx':>8}")
+    print(f"{'target':16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11} {'of it sys':>10} {'backend µs':>11} {'non-2xx':>8}")
     for target, rows in results.items():
         def median(key):
             values = sorted(row[key] for row in rows)
             return values[len(values) // 2]
 
         print(f"{target:16} {median('rps'):8.0f} {median('p50'):8.2f} {median('p99'):8.2f} "
-              f"{median('cpu_us'):11.0f} {median('sys_us'):10.0f} {sum(r['errors'] for r in rows):8d}")
+              f"{median('cpu_us'):11.0f} {median('sys_us'):10.0f} {median('backend_us'):11.0f} {sum(r['errors'] for r in rows):8d}")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -99,6 +99,27 @@ def _twistd_web(slot: Slot) -> Launch:
     return Launch(argv + ["--path", str(slot.www)])
 
 
+#: What twisthost's ``Proxy`` sends upstream by default (docs/proxy.md), so that
+#: nginx does the same work and the backend parses the same request: the
+#: client's Host, a request id (the client's, else a new one, also on the
+#: response), and X-Forwarded-*, X-Real-IP and Forwarded for an untrusted peer
+#: (replaced, not appended to).  Earlier runs (before 2026-11-22 17:30 UTC)
+#: had nginx send none of these, which left the backend less to parse.
+NGINX_PROXY_HEADERS = """\
+            proxy_set_header Host $host;
+            proxy_set_header X-Request-Id $request_id_in;
+            add_header X-Request-Id $request_id_in always;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=\\"$host\\"";
+            proxy_set_header X-Real-IP $remote_addr;
+"""
+#: The ``http``-level half of :data:`NGINX_PROXY_HEADERS`.
+NGINX_REQUEST_ID_MAP = """\
+    map $http_x_request_id $request_id_in { default $http_x_request_id; "" $request_id; }
+"""
+
 NGINX_CONF = """\
 worker_processes 2;
 pid {work}/nginx-{port}.pid;
@@ -112,7 +133,7 @@ http {{
     client_body_temp_path {work}/nginx-body;
     proxy_temp_path {work}/nginx-proxy;
     default_type application/octet-stream;
-    upstream backend {{
+{request_id_map}    upstream backend {{
         server 127.0.0.1:{backend};
         keepalive 32;
     }}
@@ -123,7 +144,7 @@ http {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-        }}
+{proxy_headers}        }}
     }}
 }}
 """
@@ -131,7 +152,8 @@ http {{
 
 def _nginx(slot: Slot) -> Launch:
     # Without a backend (static scenarios) the upstream points at the discard port, unused.
-    text = NGINX_CONF.format(work=slot.work, port=slot.port, www=slot.www, backend=slot.backend_port or 9)
+    text = NGINX_CONF.format(work=slot.work, port=slot.port, www=slot.www, backend=slot.backend_port or 9,
+                            request_id_map=NGINX_REQUEST_ID_MAP, proxy_headers=NGINX_PROXY_HEADERS)
     conf = slot.work / f"nginx-{slot.port}.conf"
     conf.write_text(text)
     argv = [find_tool("nginx") or "nginx", "-p", str(slot.work), "-c", str(conf), "-g", "daemon off;"]
