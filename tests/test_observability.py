@@ -1,5 +1,6 @@
 """Access logs, request ids, the admin listener, metrics and the status page."""
 
+import http.client
 import json
 import os
 import re
@@ -424,13 +425,15 @@ def _exposed(metrics) -> tuple:
     return tuple(sorted(
         (family.name, family.type, family.documentation,
          tuple(sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in family.samples)))
-        for family in families
+        for family in families if family.name.startswith("twisthost_")
     ))
 
 
 def test_single_process_tallies_expose_what_prometheus_client_series_do(monkeypatch):
     """One process keeps per-route series as plain numbers (``RouteTally``); workers keep
     prometheus_client's (``RouteSeries``). The same requests must read the same in /metrics."""
+    from prometheus_client import generate_latest
+
     from twisthost.metrics import Metrics, RouteSeries, RouteTally
 
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
@@ -452,3 +455,48 @@ def test_single_process_tallies_expose_what_prometheus_client_series_do(monkeypa
     assert {type(s) for s in tallied._series.values()} == {RouteTally}
     assert {type(s) for s in series._series.values()} == {RouteSeries}
     assert _exposed(tallied) == _exposed(series)
+    # The process's own facts only where they are true of the one process serving.
+    names = [{f.name for f in text_string_to_metric_families(generate_latest(m.registry).decode())}
+             for m in (tallied, series)]
+    assert {"process_resident_memory_bytes", "python_gc_objects_collected"} <= names[0]
+    assert not any(name.startswith(("process_", "python_")) for name in names[1])
+
+
+def test_served_requests_leave_no_cyclic_garbage(serve):
+    """Connections, requests and proxied exchanges are freed by reference counting.
+
+    What only the cyclic GC frees costs its collections on a busy server (a
+    cycle per proxied request once took ~9 µs of ~170), so the count it
+    reports (``python_gc_objects_collected_total``) stays flat while 150
+    clients each open a connection for one request and 150 requests are
+    proxied on one kept-alive connection.  A cycle per connection or per
+    request would add over a thousand objects.
+    """
+    from proxy_upstream import Upstream
+
+    upstream = Upstream("gc")
+    admin_port = free_port()
+    server = serve(f"""
+        from twisthost import Site, Host, Proxy, Redirect
+        site = Site(hosts=[Host("r.test", Redirect("/to")), Host("p.test", Proxy({upstream.url!r}))],
+                    admin="tcp:{admin_port}:interface=127.0.0.1")
+    """)
+    server.admin_port = admin_port
+
+    def collected() -> float:
+        return sum(value for (name, _), value in metric_samples(server).items()
+                   if name == "python_gc_objects_collected_total")
+
+    try:
+        server.request(host="p.test")  # the upstream pool's first connection, and lazy set-up
+        before = collected()
+        assert [server.request(host="r.test")[0] for _ in range(150)] == [301] * 150
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        for _ in range(150):
+            conn.request("GET", "/x", headers={"Host": "p.test"})
+            response = conn.getresponse()
+            assert response.status == 200 and response.read()
+        conn.close()
+        assert collected() - before < 150
+    finally:
+        upstream.stop()

@@ -22,6 +22,7 @@ a dead upstream.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import re
@@ -523,6 +524,36 @@ def test_timeouts_give_the_same_answers(inproc):
         response(b"200 OK", b"Content-Length: 10", length=False) + b"part", "hang"), then=advance(8))
     assert stalled.taken == [True] and stalled.closed and stalled.response.endswith(b"part")
     assert stalled.upstream[0][1] and not stalled.log
+
+
+def cyclic_garbage(inproc, data: bytes, **kwargs) -> list:
+    """The objects only the cyclic GC would free after one :meth:`InProcess.exchange`."""
+    gc.collect()
+    gc.disable()
+    try:
+        inproc.exchange(data, **kwargs)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        return [type(thing).__qualname__ for thing in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "usual"])
+@pytest.mark.parametrize("data, script", [(get("/x"), None), (get("/x", method="HEAD"), None),
+                                          (get("/x"), CHUNKED), (get("/x"), NOT_MODIFIED)],
+                         ids=["get", "head", "chunked", "304"])
+def test_answered_requests_leave_no_cyclic_garbage(inproc, lane, data, script):
+    """What a proxied request made is freed by reference counting when it ends, so
+    ten requests on a connection leave what one leaves (the connection's own).  A
+    cycle per request (the lane once kept one through its client-gone callback)
+    hands the work to the cyclic GC, which on a busy server took ~9 µs a request."""
+    cyclic_garbage(inproc, data, lane=lane, script=script)  # pools and caches set up
+    one = cyclic_garbage(inproc, data, lane=lane, script=script)
+    ten = cyclic_garbage(inproc, data * 10, lane=lane, script=script)
+    assert sorted(ten) == sorted(one)
 
 
 def responses(data: bytes, methods: list[bytes]) -> list[tuple[bytes, bytes]]:

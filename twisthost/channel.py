@@ -518,4 +518,4 @@ class HostChannel(http.HTTPChannel):
         self._stop_write_timer()
         super().connectionLost(reason)
         if self._phase_timer is not None:
-            self._phase_timer.cancel()  # do not keep a closed connection referenced until it fires
+            self._phase_timer.close()  # do not keep a closed connection referenced until it fires

@@ -62,6 +62,7 @@ class Connections:
 
         def connection_lost(reason):
             self.open.pop(protocol, None)
+            vars(protocol).pop("connectionLost", None)  # this closure holds the protocol: no cycle left
             try:
                 return lost(reason)
             finally:

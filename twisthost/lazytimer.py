@@ -44,6 +44,13 @@ class LazyTimer:
         if call is not None and call.active():
             call.cancel()
 
+    def close(self) -> None:
+        """Cancel for good, as the owner goes away: ``expired`` (mostly the owner's
+        bound method, so owner and timer hold each other) is let go, and both are
+        freed by reference counting instead of waiting for the cyclic GC."""
+        self.cancel()
+        self._expired = _closed
+
     def _fired(self) -> None:
         call, self._call = self._call, None
         if self.deadline is None:
@@ -54,3 +61,7 @@ class LazyTimer:
             return
         self.deadline = None
         self._expired()
+
+
+def _closed() -> None:
+    """What a closed :class:`LazyTimer` calls if started again: nothing."""

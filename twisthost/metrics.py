@@ -21,7 +21,15 @@ import time
 from bisect import bisect_left
 from collections import deque
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
@@ -256,6 +264,11 @@ class Metrics:
         else:
             self._series_class = RouteTally
             self.registry.register(RouteCollector(self._series))
+            # What Prometheus's Python exporters show (process_* memory, CPU and
+            # files; python_gc_*), read when scraped.  Not for workers: their
+            # registries are summed from files, where per-process facts do not fit.
+            ProcessCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
         self.in_flight = Gauge("twisthost_requests_in_flight", "Requests routed and not finished.",
                                registry=self.registry, multiprocess_mode="livesum")
         self.refused = Counter("twisthost_requests_refused", "Malformed, oversized or too slow request "

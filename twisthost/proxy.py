@@ -220,6 +220,7 @@ class Exchange:
         self.connecting = None
         if self.opening is not None:
             self.opening.cancel()
+            self.opening = None  # it holds our method: no cycle left behind
         if self.gone or self.timed_out:  # the client left or the try timed out meanwhile
             self.gateway.pool.release(conn)
             return
@@ -281,6 +282,7 @@ class Exchange:
         """
         if self.opening is not None:
             self.opening.cancel()
+            self.opening = None  # it holds our method: no cycle left behind
         self.conn = self.connecting = None
         if self.counted:
             self.counted = False

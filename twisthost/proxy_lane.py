@@ -103,11 +103,15 @@ class ProxyLaneRequest(LaneRequest):
         self._gone = callback
 
     def connectionLost(self, reason) -> None:
-        if self._gone is not None:
-            self._gone(reason)
+        gone, self._gone = self._gone, None
+        if gone is not None:
+            gone(reason)
         super().connectionLost(reason)
 
     def finish(self) -> None:
+        # The exchange's method, held here, holds the exchange, which holds us:
+        # let go, so the two are freed when the answer ends, not by the cyclic GC.
+        self._gone = None
         if self.chunked:
             self.channel.write(b"0\r\n\r\n")
         super().finish()

@@ -11,9 +11,10 @@ the HTTP channel for good, so it also outlives a config reload.
 
 from __future__ import annotations
 
-from twisted.internet.endpoints import connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+
+from .proxy_client import connect_protocol
 
 log = Logger()
 
@@ -75,7 +76,7 @@ def open_tunnel(request, upstream, head: bytes, body: bytes, idle_timeout: float
     client's request is then still an ordinary request to answer.
     """
     splice = Splice(idle_timeout)
-    d = connectProtocol(upstream.endpoint, splice.upstream)
+    d = connect_protocol(upstream.endpoint, splice.upstream)
 
     def connected(_):
         channel = request.channel
