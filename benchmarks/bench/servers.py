@@ -150,10 +150,11 @@ http {{
 """
 
 
-def _nginx(slot: Slot) -> Launch:
+def _nginx(slot: Slot, bare: bool = False) -> Launch:
     # Without a backend (static scenarios) the upstream points at the discard port, unused.
     text = NGINX_CONF.format(work=slot.work, port=slot.port, www=slot.www, backend=slot.backend_port or 9,
-                            request_id_map=NGINX_REQUEST_ID_MAP, proxy_headers=NGINX_PROXY_HEADERS)
+                            request_id_map="" if bare else NGINX_REQUEST_ID_MAP,
+                            proxy_headers="" if bare else NGINX_PROXY_HEADERS)
     conf = slot.work / f"nginx-{slot.port}.conf"
     conf.write_text(text)
     argv = [find_tool("nginx") or "nginx", "-p", str(slot.work), "-c", str(conf), "-g", "daemon off;"]
@@ -205,8 +206,11 @@ PEERS = [
     Peer("twistd-web", frozenset({"wsgi", "static", "proxy"}),
          "twistd web --wsgi / --path / --resource-script with ReverseProxyResource", TWISTD_NOTE, _twistd_web),
     Peer("nginx", frozenset({"static", "proxy"}),
-         "nginx, 2 workers, sendfile on, keepalive 32 to the upstream", "off (access_log off)", _nginx,
-         needs=("nginx",)),
+         "nginx, 2 workers, sendfile on, keepalive 32 to the upstream, sending the upstream the headers "
+         "twisthost's Proxy sends", "off (access_log off)", _nginx, needs=("nginx",)),
+    Peer("nginx-bare", frozenset({"proxy"}),
+         "nginx as above, sending none of those headers (the backend has less to parse)", "off (access_log off)",
+         lambda slot: _nginx(slot, bare=True), needs=("nginx",)),
     Peer("twisthost", frozenset({"wsgi", "static", "proxy"}), "twisthost, one process",
          TWISTHOST_NOTE, _twisthost("")),
     Peer("twisthost-w2", frozenset({"wsgi", "static", "proxy"}), "twisthost, workers=2",
