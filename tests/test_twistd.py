@@ -7,6 +7,7 @@ or as root dropping to ``nobody`` after binding a privileged port.
 
 from __future__ import annotations
 
+import http.client
 import os
 import pwd
 import resource
@@ -174,3 +175,38 @@ def test_a_worker_that_cannot_be_started_is_retried_and_stop_stays_clean(folder)
         proc.terminate()
         assert proc.wait(15) == 0, log.read_text()
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("option, reactor", [
+    ((), "twisthost.reactor.HostReactor"),
+    (("--reactor=epoll",), "twisted.internet.epollreactor.EPollReactor"),
+    (("--reactor=poll",), "twisted.internet.pollreactor.PollReactor"),
+])
+def test_the_reactor_is_ours_unless_twistd_is_told_otherwise(option, reactor):
+    """``HostReactor`` by default (twisthost.reactor); ``--reactor`` before the subcommand wins.
+    Either way the host serves, a proxied request included."""
+    from proxy_upstream import Upstream
+
+    upstream = Upstream("r")
+    port = free_port()
+    site = write_site(Path(tempfile.mkdtemp(prefix="twisthost-reactor-")), f"""
+        from twisthost import Host, Proxy, Redirect, Site
+        site = Site(listen=["tcp:{port}:interface=127.0.0.1"],
+                    hosts=[Host("r.test", Redirect("/to")), Host("p.test", Proxy({upstream.url!r}))])
+        """)
+    log = site.parent / "twistd.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([TWISTD, *option, "-n", "--pidfile=", "twisthost", "--config", str(site)],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=site.parent)
+    try:
+        wait_for_port(port, proc)
+        for host, status in (("r.test", 301), ("p.test", 200)):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/x", headers={"Host": host})
+            assert conn.getresponse().status == status
+            conn.close()
+        assert f"reactor class: {reactor}." in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        upstream.stop()
