@@ -130,6 +130,14 @@ def test_timeout_kills_the_script_and_answers_504(server, tmp_path):
     assert server.request(path="/cgi-bin/status.py?200")[0] == 200
 
 
+def test_timeout_kills_what_the_script_started(server, tmp_path):
+    """The script runs as the leader of its own session (setsid), so a timeout kills
+    its whole process group, not only the script: a CGI's children do not outlive it."""
+    pid_file = tmp_path / "pid"
+    assert server.request(path=f"/cgi-bin/slow.py/spawns?{pid_file}")[0] == 504
+    _assert_gone(int(pid_file.read_text()))
+
+
 def _assert_gone(pid: int) -> None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:

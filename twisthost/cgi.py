@@ -8,8 +8,8 @@ never times out.  This module keeps its shape (a leaf resource spawning a
 meta-variables plus the configured ``env``/``pass_env``; argv is the
 interpreter and script only; the body is streamed from Twisted's buffered
 ``request.content`` to stdin; stdout is streamed back with back-pressure; the
-header block and stderr are size-bounded; and a ``timeout`` kills the child
-and answers 504.  A ``Location: /local/path`` response with no other header
+header block and stderr are size-bounded; and a ``timeout`` kills the child,
+and what it started, and answers 504.  A ``Location: /local/path`` response with no other header
 is re-dispatched inside the server (RFC 3875 §6.2.2).
 """
 
@@ -18,6 +18,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
+import signal
 from urllib.parse import parse_qs, unquote_to_bytes
 
 from twisted.internet import error, protocol
@@ -37,6 +39,10 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_HEADER_BYTES = 64 * 1024
 MAX_STDERR_BYTES = 16 * 1024
 MAX_LOCAL_REDIRECTS = 5
+# util-linux's setsid(1) makes the script the leader of a new session (it
+# execs in place: Twisted's child is no group leader), so a kill reaches every
+# process the script started.  Without it only the script itself is killed.
+SETSID = shutil.which("setsid")
 
 # Request headers never passed on: HTTP_PROXY would be read as a proxy
 # setting by many libraries ("httpoxy"); the body framing ones are given as
@@ -93,6 +99,8 @@ class CGIFolder(Resource):
         script, consumed, path_info = found
         env = self.environ(request, script, request.prepath + consumed, path_info)
         child = CGIProcess(request, self.reactor, self.config.timeout, self.config.max_output)
+        if SETSID:
+            argv = [SETSID, *argv]
         try:
             self.reactor.spawnProcess(child, argv[0], argv, env, os.path.dirname(script))
         except OSError as failure:
@@ -343,6 +351,11 @@ class CGIProcess(protocol.ProcessProtocol):
         self._kill()
 
     def _kill(self):
+        if SETSID and self.transport.pid is not None:
+            try:
+                os.killpg(self.transport.pid, signal.SIGKILL)  # the script's session is its group
+            except (ProcessLookupError, PermissionError):
+                pass  # setsid has not run yet (or the group is gone): the script alone, below
         try:
             self.transport.signalProcess("KILL")
         except error.ProcessExitedAlready:

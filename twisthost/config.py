@@ -589,7 +589,7 @@ class CGI(Service):
     interpreters: Any = option(None, doc="Map of file extension to interpreter command, e.g. {'.pl': 'perl', '.py': 'python3'}; checked to exist.")
     env: Any = option(None, doc="Extra environment variables for every script, a dict of name to string. PATH defaults to '/usr/local/bin:/usr/bin:/bin'.")
     pass_env: tuple = option((), doc="Names of the server's own environment variables copied to scripts (an allow-list; nothing else is inherited).")
-    timeout: float = option(30.0, doc="Seconds a script may run; then it is killed and the client gets 504 (or a cut connection if output had started).")
+    timeout: float = option(30.0, doc="Seconds a script may run; then it and the processes it started are killed and the client gets 504 (or a cut connection if output had started).")
     max_output: Any = option(None, doc="Largest response body in bytes a script may write before it is killed; None for no limit (output is streamed with back-pressure either way).")
 
     def check(self) -> None:
