@@ -30,19 +30,13 @@ def send_now(transport, data: bytes, flags: int = 0) -> None:
     The caller has checked :func:`is_plain_socket` once for the connection.
     """
     if idle(transport):
-        sent = transport.writeSomeData(data) if not flags else _send_flagged(transport, data, flags)
-        if type(sent) is int:
-            if sent == len(data):
-                return
-            data = data[sent:]
+        # Not ``writeSomeData``: its memoryview slice and retry wrapper cost more
+        # than this send; a blocked send leaves it all, any error too, to the transport.
+        try:
+            sent = transport.socket.send(data, flags)
+        except OSError:
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
     transport.write(data)
-
-
-def _send_flagged(transport, data: bytes, flags: int):
-    """``writeSomeData`` with send flags: bytes sent, or None to leave all errors to the transport."""
-    try:
-        return transport.socket.send(data, flags)
-    except BlockingIOError:
-        return 0
-    except OSError:
-        return None
