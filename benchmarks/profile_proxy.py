@@ -11,6 +11,7 @@ serves all proxies.  Targets:
   sending the headers twisthost's ``Proxy`` sends (``bench.servers.NGINX_PROXY_HEADERS``);
 - ``nginx-bare``: the same without those headers (the backend has less to parse);
 - ``proxy``:    twisthost ``Proxy`` to the backend;
+- ``proxy-bare``: the same, dropping what it adds upstream (``headers_up``), as ``nginx-bare`` sends;
 - ``hello``:    twisthost ``Resource`` answering 14 bytes (the shared request path);
 - ``redirect``: twisthost ``Redirect`` (the request path with no body and no upstream);
 - ``hello-log``, ``hello-json``: ``hello`` with a combined / JSON access log to a file
@@ -49,7 +50,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.servers import NGINX_PROXY_HEADERS, NGINX_REQUEST_ID_MAP
+from bench.servers import NGINX_PROXY_HEADERS, NGINX_REQUEST_ID_MAP, TWISTHOST_BARE_HEADERS_UP
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -78,6 +79,9 @@ http {{
 
 SERVICES = {
     "proxy": "Proxy('http://127.0.0.1:{backend}')",
+    # No forwarding headers or request id upstream (the braces doubled for str.format):
+    "proxy-bare": "Proxy('http://127.0.0.1:{backend}', headers_up=%s)"
+                  % repr(TWISTHOST_BARE_HEADERS_UP).replace("{", "{{").replace("}", "}}"),
     "hello": "Resource('hello:root')",
     "hello-log": "Resource('hello:root')",
     "hello-json": "Resource('hello:root')",

@@ -115,6 +115,11 @@ NGINX_PROXY_HEADERS = """\
             proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=\\"$host\\"";
             proxy_set_header X-Real-IP $remote_addr;
 """
+#: ``Proxy(headers_up=...)`` for ``twisthost-bare``: what twisthost adds upstream
+#: dropped, so the backend gets what ``nginx-bare`` sends it (the client's Host
+#: aside).  The response still carries X-Request-Id.
+TWISTHOST_BARE_HEADERS_UP = {"X-Forwarded-For": None, "X-Forwarded-Proto": None, "X-Forwarded-Host": None,
+                             "Forwarded": None, "X-Real-Ip": None, "X-Request-Id": None}
 #: The ``http``-level half of :data:`NGINX_PROXY_HEADERS`.
 NGINX_REQUEST_ID_MAP = """\
     map $http_x_request_id $request_id_in { default $http_x_request_id; "" $request_id; }
@@ -161,7 +166,7 @@ def _nginx(slot: Slot, bare: bool = False) -> Launch:
     return Launch(argv, {"nginx.conf": text})
 
 
-def _twisthost(site_options: str) -> Callable[[Slot], Launch]:
+def _twisthost(site_options: str, proxy_options: str = "") -> Callable[[Slot], Launch]:
     def launch(slot: Slot) -> Launch:
         routes = {}
         if "wsgi" in slot.kinds:
@@ -169,7 +174,7 @@ def _twisthost(site_options: str) -> Callable[[Slot], Launch]:
         if "static" in slot.kinds:
             routes["/static"] = f"Static({str(slot.static)!r})"
         if "proxy" in slot.kinds:
-            routes["/"] = f"Proxy('http://127.0.0.1:{slot.backend_port}')"
+            routes["/"] = f"Proxy('http://127.0.0.1:{slot.backend_port}'{proxy_options})"
         lines = ",\n".join(f"        {prefix!r}: {service}" for prefix, service in routes.items())
         source = (
             "from twisthost import WSGI, Host, Proxy, Site, Static\n\n"
@@ -215,6 +220,9 @@ PEERS = [
          TWISTHOST_NOTE, _twisthost("")),
     Peer("twisthost-w2", frozenset({"wsgi", "static", "proxy"}), "twisthost, workers=2",
          TWISTHOST_NOTE, _twisthost("\n    workers=2,")),
+    Peer("twisthost-bare", frozenset({"proxy"}),
+         "twisthost, one process, its Proxy dropping what it adds upstream (headers_up), as nginx-bare sends",
+         TWISTHOST_NOTE, _twisthost("", f", headers_up={TWISTHOST_BARE_HEADERS_UP!r}")),
     Peer("direct", frozenset({"proxy"}), "no proxy: wrk straight at the gunicorn backend",
          GUNICORN_NOTE, lambda slot: Launch([]), attaches_backend=True),
 ]
