@@ -171,6 +171,8 @@ class _OneProtocol(Factory):
     The protocol is let go once built, as Twisted's connector and transport
     keep each other (and this factory) until the cyclic GC runs."""
 
+    noisy = False  # no "Starting factory" / "Stopping factory" log lines per upstream connection
+
     def __init__(self, protocol):
         self.one = protocol
 
