@@ -127,13 +127,18 @@ class LaneRequest:
     producer = None
     notes = None
 
-    def __init__(self, channel, head):
+    def __init__(self, channel, head, table, route: str):
         self.channel = channel
         self.site = channel.site
         self.method, self.uri, self.clientproto = head.method, head.target, head.version
         self.path = head.target.partition(b"?")[0]
         self._fields, self._headers = head.headers, None
         self._waiting: list[defer.Deferred] | None = None
+        self._table, self._route = table, route  # the host's routes, and the route matched
+
+    def take_notes(self, request_id: str) -> None:
+        """The routed request's ``notes``, as ``VirtualHosts.route`` leaves them."""
+        self.notes = self._table.notes(self._route, request_id)
 
     def registerProducer(self, producer, streaming) -> None:
         self.producer = producer
@@ -197,8 +202,8 @@ class FileLaneRequest(LaneRequest):
     startedWriting = True  # a drain must not try to add headers: ours are written at once
 
     def __init__(self, channel, head, table, route: str, given_id, facts, file):
-        super().__init__(channel, head)
-        self._table, self._route, self._given_id = table, route, given_id
+        super().__init__(channel, head, table, route)
+        self._given_id = given_id
         self._facts, self._file = facts, file
 
     def answer(self) -> None:
@@ -206,7 +211,7 @@ class FileLaneRequest(LaneRequest):
         site = self.site
         site.connections.request_started(self)  # may end keep-alive, for a drain
         request_id = new_request_id([self._given_id] if self._given_id is not None else None)
-        self.notes = self._table.notes(self._route, request_id.decode("ascii"))
+        self.take_notes(request_id.decode("ascii"))
         facts, channel = self._facts, self.channel
         head = [b"HTTP/1.1 200 OK\r\n"]
         if site.server_header:

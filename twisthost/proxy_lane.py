@@ -62,8 +62,8 @@ class ProxyLaneRequest(LaneRequest):
     _gone = None  # told when the client leaves (when_gone)
 
     def __init__(self, channel, head, table, route: str, proxy, prefix, segments):
-        super().__init__(channel, head)
-        self._table, self._route, self._proxy = table, route, proxy
+        super().__init__(channel, head, table, route)
+        self._proxy = proxy
         self.prepath, self.postpath = prefix, segments
 
     def answer(self) -> None:
@@ -74,7 +74,7 @@ class ProxyLaneRequest(LaneRequest):
         self.responseHeaders = FastHeaders()
         set_default_headers(self.responseHeaders, site.server_header)
         site.connections.request_started(self)  # a drain adds "Connection: close"
-        self.notes = self._table.notes(self._route, request_id(self))
+        self.take_notes(request_id(self))
         self.content = io.BytesIO()
         try:
             self._proxy.render(self)
