@@ -213,14 +213,18 @@ class Exchange:
         self.connecting = d = pool.open(self.upstream)
         d.addCallbacks(self._connected, self._connect_failed).addErrback(self._bug)
 
+    def _stop_opening(self) -> None:
+        """The connection is open or the try is over: its connect deadline is off."""
+        if self.opening is not None:
+            self.opening.cancel()
+            self.opening = None  # it holds our method: no cycle left behind
+
     def _time_left(self) -> float:
         return self.sent_at + self.config.response_timeout - self.reactor.seconds()
 
     def _connected(self, conn) -> None:
         self.connecting = None
-        if self.opening is not None:
-            self.opening.cancel()
-            self.opening = None  # it holds our method: no cycle left behind
+        self._stop_opening()
         if self.gone or self.timed_out:  # the client left or the try timed out meanwhile
             self.gateway.pool.release(conn)
             return
@@ -280,9 +284,7 @@ class Exchange:
         The connection's timer is the connection's again: back in the pool
         it is set to the idle timeout, and a closed connection cancels it.
         """
-        if self.opening is not None:
-            self.opening.cancel()
-            self.opening = None  # it holds our method: no cycle left behind
+        self._stop_opening()
         self.conn = self.connecting = None
         if self.counted:
             self.counted = False
