@@ -94,9 +94,12 @@ class Handler(BaseHTTPRequestHandler):
             extra = [("Connection", "X-Secret-Hop"), ("X-Secret-Hop", "1"),
                      ("Keep-Alive", "timeout=5"), ("Proxy-Authenticate", "Basic"), ("X-Kept", "yes")]
         payload = b"" if status in (204, 304) else json.dumps(record).encode()
+        self._send(status, [("Content-Type", "application/json"), *extra], payload)
+
+    def _send(self, status: int, headers: list, payload: bytes) -> None:
+        """One response: ``headers``, a Content-Length unless 204/304, the payload unless HEAD."""
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        for name, value in extra:
+        for name, value in headers:
             self.send_header(name, value)
         if status not in (204, 304):
             self.send_header("Content-Length", str(len(payload)))

@@ -772,15 +772,6 @@ class LaneTestHandler(Handler):
         else:
             super()._any()
 
-    def _send(self, status: int, headers: list, payload: bytes) -> None:
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-
     def _big(self, size: int) -> None:
         """``size`` bytes of ``big_body`` with a Content-Length, counted in ``sent``."""
         self.send_response(200)
