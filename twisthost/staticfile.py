@@ -356,9 +356,16 @@ def precondition(request, etag: bytes, mtime: int) -> int | None:
     return None
 
 
+#: Representation metadata a 304 does not repeat (RFC 9110 15.4.5: the cache has it from
+#: the 200 it validates; ETag, Last-Modified, Vary and Cache-Control stay to update it).
+NOT_REPEATED_ON_304 = (b"content-type", b"content-encoding")
+
+
 def answer_precondition(request, status: int):
     if status == 304:  # finished here: Request.render would add Content-Length: 0
         request.setResponseCode(304)
+        for name in NOT_REPEATED_ON_304:
+            request.responseHeaders.removeHeader(name)
         request.finish()
         return server.NOT_DONE_YET
     return write_error(request, 412, "Precondition failed.")
