@@ -26,6 +26,9 @@ from .staticfile import FileOptions, render_file, whole_file
 
 _METHODS = (b"GET", b"HEAD")
 _UNSAFE = re.compile(r"[/\\\0]")  # in a decoded name: a separator, or NUL
+#: A '%' not starting a ``%XX`` escape in a raw target (RFC 3986 2.1).  Twisted's decoding
+#: keeps it as a literal '%', so ``/100%.txt`` would reach a file named so; nginx says 400.
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 class BadPath(Exception):
@@ -49,6 +52,8 @@ class StaticResource(Resource):
             return write_error(request, 405, "Method not allowed.")
         if self.config.internal:
             return self.not_found(request)
+        if bad_escape(request.path):
+            return write_error(request, 400, "Bad request path.")
         return self.serve(request, request.postpath)
 
     def serve(self, request, segments: list[bytes]):
@@ -78,6 +83,8 @@ class StaticResource(Resource):
 
     def lane(self, channel, head, table, route: str, prefix, segments: list[bytes]):
         """The static lane's request for ``head`` (:mod:`twisthost.lane`), or None."""
+        if bad_escape(head.target):
+            return None  # the usual path answers 400
         return file_lane(channel, head, table, route, self, segments)
 
     def whole_file(self, segments: list[bytes], codings: bool, can_sendfile):
@@ -194,6 +201,12 @@ class StaticResource(Resource):
             location += b"?" + query
         request.setHeader(b"location", location)
         return write_error(request, 301, "Moved to the folder URL with a trailing slash.")
+
+
+def bad_escape(target: bytes) -> bool:
+    """Does the path of a raw request target hold a '%' that starts no ``%XX`` escape?"""
+    path = target.partition(b"?")[0]
+    return b"%" in path and _BAD_ESCAPE.search(path) is not None
 
 
 def _stat(path: str):
