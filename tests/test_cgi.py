@@ -31,6 +31,7 @@ def server(tmp_path_factory):
         site = Site(hosts=[
             Host("localhost", routes={{"/cgi-bin": scripts, "/": Scripts({str(ROOT / "rpy")!r})}}),
             Host("small.localhost", routes={{"/cgi-bin": CGI({str(CGI_BIN)!r}, interpreters={{".py": {sys.executable!r}}}, max_output=5000)}}),
+            Host("auth.localhost", routes={{"/cgi-bin": CGI({str(CGI_BIN)!r}, interpreters={{".py": {sys.executable!r}}}, pass_authorization=True)}}),
         ])
     """)
     env = {**os.environ, "TWISTHOST_SECRET": SECRET, "TWISTHOST_SHARED": "shared-value"}
@@ -58,6 +59,17 @@ def test_python_script_gets_a_clean_cgi_environment(server):
     assert env["GREETING"] == "hello" and env["TWISTHOST_SHARED"] == "shared-value"
     assert env["PATH"] == "/usr/local/bin:/usr/bin:/bin"
     assert "HOME" not in env and "CONTENT_LENGTH" not in env
+
+
+@pytest.mark.parametrize("host, passed", [("localhost", False), ("auth.localhost", True)])
+def test_authorization_reaches_scripts_only_with_pass_authorization(server, host, passed):
+    credentials = "Basic dXNlcjpwYXNzd29yZA=="
+    status, _, body = server.request(path="/cgi-bin/env.py", host=host,
+                                     headers={"Authorization": credentials, "X-Custom": "1"})
+    env = environ(body)
+    assert status == 200 and env["HTTP_X_CUSTOM"] == "1"
+    assert env.get("HTTP_AUTHORIZATION") == (credentials if passed else None)
+    assert (credentials.encode() in body) is passed
 
 
 def test_post_body_reaches_stdin(server):
@@ -174,6 +186,7 @@ def test_client_disconnect_kills_the_script(server, tmp_path):
         ('"cgi", pass_env="HOME"', "write pass_env=['HOME']"),
         ('"cgi", timeout=0', "must be in"),
         ('"cgi", max_output=-5', "must be in"),
+        ('"cgi", pass_authorization="yes"', "True or False"),
     ],
 )
 def test_config_mistakes_point_at_the_line(tmp_path, options, message):

@@ -47,7 +47,11 @@ SETSID = shutil.which("setsid")
 # Request headers never passed on: HTTP_PROXY would be read as a proxy
 # setting by many libraries ("httpoxy"); the body framing ones are given as
 # CONTENT_TYPE/CONTENT_LENGTH.
-_SKIP_REQUEST_HEADERS = {b"proxy", b"proxy-authorization", b"content-type", b"content-length", b"transfer-encoding"}
+_SKIP_REQUEST_HEADERS = frozenset(
+    {b"proxy", b"proxy-authorization", b"content-type", b"content-length", b"transfer-encoding"})
+# Passed only with CGI(pass_authorization=True), as Apache's CGIPassAuth: a script
+# doing no authentication of its own should not hold the client's credentials.
+_AUTHORIZATION = b"authorization"
 # Response headers the server owns: framing and connection management.
 _SKIP_RESPONSE_HEADERS = {b"server", b"date", b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade"}
 _TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -65,6 +69,8 @@ class CGIFolder(Resource):
         self.reactor = context.reactor
         self.networks = context.site.trusted_proxies
         self.base_env = {"PATH": DEFAULT_PATH, **(config.env or {})}
+        self.skipped = _SKIP_REQUEST_HEADERS if config.pass_authorization else (
+            _SKIP_REQUEST_HEADERS | {_AUTHORIZATION})
 
     def locate(self, segments):
         """``(script path, consumed segments, path info segments)`` or None."""
@@ -115,7 +121,7 @@ class CGIFolder(Resource):
         env.update(self.base_env)
         for name, values in request.requestHeaders.getAllRawHeaders():
             lower = name.lower()
-            if lower in _SKIP_REQUEST_HEADERS or b"_" in lower or not _TOKEN.match(lower):
+            if lower in self.skipped or b"_" in lower or not _TOKEN.match(lower):
                 continue  # "X_Foo" would alias "X-Foo" once underscored
             value = b", ".join(values)
             if b"\0" not in value:

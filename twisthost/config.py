@@ -591,6 +591,7 @@ class CGI(Service):
     pass_env: tuple = option((), doc="Names of the server's own environment variables copied to scripts (an allow-list; nothing else is inherited).")
     timeout: float = option(30.0, doc="Seconds a script may run; then it and the processes it started are killed and the client gets 504 (or a cut connection if output had started).")
     max_output: Any = option(None, doc="Largest response body in bytes a script may write before it is killed; None for no limit (output is streamed with back-pressure either way).")
+    pass_authorization: bool = option(False, doc="Give scripts the client's Authorization header as HTTP_AUTHORIZATION (Apache's CGIPassAuth), for scripts that do their own HTTP authentication. Off by default: the credentials stay out of every script's environment, its child processes and its error output.")
 
     def check(self) -> None:
         self.want_path("folder", "dir")
@@ -607,6 +608,7 @@ class CGI(Service):
                 raise self.fail(f"CGI(pass_env=...): {name!r} is not a valid variable name")
         self.want_number("timeout", low=0.001)
         self.want_number("max_output", low=1, integer=True, optional=True)
+        self.want("pass_authorization", bool, "True or False")
 
     def _interpreters(self) -> dict:
         """``{".pl": "perl"}`` -> ``{".pl": ("/usr/bin/perl",)}``, each program found now."""
