@@ -56,9 +56,11 @@ site = Site(
     ],
     # Requests for names no host claims (e.g. http://127.0.0.1:8080/).
     default=Host(Resource("demo_resources:hello")),
-    # Observability (docs/observability.md): access log lines on stdout, and the admin
+    # Observability (docs/observability.md): access log lines on stdout, each starting with
+    # the host that answered and the port (Apache's vhost_combined), and the admin
     # listener: http://127.0.0.1:9901/status, /metrics, /healthz, /readyz.
     access_log="-",
+    log_format="vhost_combined",
     admin="tcp:9901:interface=127.0.0.1",
     # Hardening (docs/security.md): the defaults already suit the internet; these are
     # tighter, e.g.  curl -i http://app.localhost:8080/$(head -c 5000 /dev/zero | tr '\0' a)  -> 414

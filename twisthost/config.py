@@ -759,7 +759,7 @@ def check_access_log(spec_: Spec, inherit: bool) -> None:
                 "create the folder; relative paths are taken from the config file's folder",
             )
         spec_._set("access_log", path)
-    fmt = spec_.want("log_format", str, "'combined', 'json' or a template")
+    fmt = spec_.want("log_format", str, "'combined', 'vhost_combined', 'json' or a template")
     if not (inherit and fmt == "site"):
         problem = check_format(fmt)
         if problem:
@@ -929,7 +929,7 @@ class Site(Spec):
     max_requests_jitter: int = option(0, doc="Add a random 0..N to max_requests per worker so workers do not all recycle at once.")
     max_rss: int = option(0, doc="Replace a worker gracefully when its resident memory exceeds this many MiB (0 = never; checked every few seconds, Linux).")
     access_log: Any = option(None, doc="Access log: a file path (relative to the config file), '-' for stdout, or None for none. Reopened on SIGUSR1.")
-    log_format: str = option("combined", doc="'combined' (Apache/nginx, client IP unquoted), 'json' (one object per line), or a template like '{remote} {host} {status} {duration_ms}'.")
+    log_format: str = option("combined", doc="'combined' (Apache/nginx, client IP unquoted), 'vhost_combined' (Apache's: the host that answered and the port first, for sites sharing one log), 'json' (one object per line), or a template like '{remote} {host} {status} {duration_ms}'.")
     admin: Any = option(None, doc="Endpoint of the admin listener (/healthz, /readyz, /metrics, /status), e.g. 'tcp:9901:interface=127.0.0.1'. Off when None.")
     admin_token: Any = option(None, doc="Bearer token the admin listener requires (except on /healthz); strongly advised when it listens beyond loopback.")
     hooks: Any = option(None, doc="Dict of lifecycle hooks: on_starting, when_ready, post_worker_init, on_reload, on_exit (called with the Site), pre_request, post_request (called with the request).")

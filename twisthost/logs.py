@@ -28,7 +28,7 @@ FIELDS = (
     "duration_ms", "queue_ms", "upstream", "upstream_ms", "remote", "user_agent",
     "referer", "request_id", "route",
 )
-FORMATS = ("combined", "json")
+FORMATS = ("combined", "vhost_combined", "json")
 FLUSH_BYTES = 64 * 1024
 FLUSH_SECONDS = 1.0
 
@@ -169,6 +169,23 @@ def combined_line(request, remote: str) -> bytes:
     )
 
 
+def vhost_combined_line(request, remote: str) -> bytes:
+    """Apache's ``vhost_combined``: ``host:port`` of the server that answered, then the combined line.
+
+    The host is the matched ``Host``'s config name (``(default)``, or ``-`` when none
+    matched), not the client's Host header, as Apache's ``%v`` is the ServerName; the
+    port is the listener's.  The size is the body's, as in ``combined`` (Apache's ``%O``
+    would add the head).
+    """
+    notes = getattr(request, "notes", None)  # none when no host matched
+    port = getattr(request.channel.getHost(), "port", None)
+    return b"%s:%s %s" % (
+        notes.host.encode("utf-8") if notes is not None else b"-",
+        b"%d" % port if port is not None else b"-",
+        combined_line(request, remote),
+    )
+
+
 def format_json(entry: dict) -> str:
     out = dict(entry)
     out["time"] = f"{_iso_stamp(entry['time'])}.{int(entry['time'] % 1 * 1000):03d}Z"
@@ -179,6 +196,8 @@ def formatter(fmt: str):
     """``line(request, remote) -> bytes`` for a log format."""
     if fmt == "combined":
         return combined_line
+    if fmt == "vhost_combined":
+        return vhost_combined_line
     if fmt == "json":
         render = format_json
     else:
