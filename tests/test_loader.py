@@ -21,7 +21,8 @@ def test_syntax_error_points_at_line(tmp_path):
         hosts=[])
     """)
     assert text.startswith(f"{tmp_path}/site.py:3: error: syntax error: invalid syntax. Perhaps you forgot a comma?")
-    assert "hint: listen=[\"tcp:8080\"]" in text
+    # The hint says what to change, not the source line again (issue 22).
+    assert 'hint: put a comma after ["tcp:8080"] (line 3) and before hosts (line 4)' in text
 
 
 def test_exception_while_running_points_at_line(tmp_path):
@@ -231,6 +232,31 @@ def test_check_command_exit_codes(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith(f"{bad}:2: error: invalid listen endpoint")
     assert "Traceback" not in result.stderr
+
+
+def test_check_command_lists_every_error(tmp_path):
+    bad = write_site(tmp_path, """
+        from twisthost import Site, Host, Redirect, Resource
+        site = Site(
+            listen=["tcp:nope"],
+            hosts=[Host("a.example", Redirect("/"), aliasez=[]),
+                   Host("b.example", Resource("no_such_module:root"))],
+        )
+    """)
+    result = subprocess.run([sys.executable, "-m", "twisthost", "check", str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert errors[0].startswith(f"{bad}:3: error: invalid listen endpoint 'tcp:nope'")
+    assert errors[1].startswith(f"{bad}:4: error: Host() got an unknown option 'aliasez'")
+    # The Site(...) itself is broken (its listen=), so nothing is built: no import error yet.
+    assert len(errors) == 2 and result.stderr.endswith("2 errors\n")
+
+
+def test_help_is_plain_text():
+    result = subprocess.run([sys.executable, "-m", "twisthost", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "check" in result.stdout
+    assert "`" not in result.stdout  # reStructuredText markup belongs in the docs, not the terminal
 
 
 def test_twistd_prints_config_error_and_exits_nonzero(tmp_path):

@@ -16,7 +16,7 @@ from twisted.web.resource import IResource
 
 from . import config as c
 from . import sources
-from .errors import ConfigError
+from .errors import ConfigError, noted
 from .importing import resolve
 from .logs import access_log_for
 from .tls import build_tls, host_guard
@@ -54,22 +54,32 @@ def build_root(site: c.Site, context: BuildContext) -> VirtualHosts:
 
     The TLS contexts are built here too (``context.shared["tls"]``, by
     endpoint) so that check and reload validate certificates with the rest.
+    In a collecting run (``twisthost check``) each host and service is built
+    on its own, so one run reports every import or file that fails; the tree
+    is then incomplete, and ``prepare`` raises instead of returning it.
     """
-    context.shared["tls"] = build_tls(site)
+    with noted():
+        context.shared["tls"] = build_tls(site)
     table: HostTable[RouteTable] = HostTable()
     for host in site.hosts:
-        routes = build_routes(host, context)
-        for name in host.names():
-            table.add(name, routes)
+        with noted():
+            routes = build_routes(host, context)
+            for name in host.names():
+                table.add(name, routes)
     if site.default is not None:
-        table.default = build_routes(site.default, context)
+        with noted():
+            table.default = build_routes(site.default, context)
     sources.register(context)
     return VirtualHosts(table)
 
 
 def build_routes(host: c.Host, context: BuildContext) -> RouteTable:
+    resources = {}
+    for prefix, service in host.routes.items():
+        with noted():
+            resources[prefix] = build_service(service, context)
     return RouteTable(
-        {prefix: build_service(service, context) for prefix, service in host.routes.items()},
+        resources,
         guard=host_guard(host, context.site),
         label=host.name or "(default)",
         access_log=access_log_for(host, context.site, context),

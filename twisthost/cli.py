@@ -3,6 +3,7 @@
 Like ``nginx -t``: load, validate and build everything (WSGI apps are
 imported, files checked) without opening a socket, then show what would be
 served where, so a deploy script can refuse a broken config before reload.
+Every mistake found is listed, each at its ``site.py:LINE``, not only the first.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from .config import TLS, Site
 from . import statuscli
 from .admin import exposure_warning
 from .errors import ConfigError
+
+# The docstring above is reStructuredText for the docs; --help prints plain words.
+DESCRIPTION = ("twisthost: check a config (validate it, import its apps, print its routing table) "
+               "or print a running host's status.")
 from .service import prepare
 from .tls import describe as describe_tls
 
@@ -57,7 +62,7 @@ def check(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="twisthost", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="twisthost", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     check_parser = commands.add_parser("check", help="validate a config and print its routing table")
     check_parser.add_argument("config", nargs="?", default="site.py", help="path of site.py")

@@ -20,7 +20,7 @@ import shlex
 import shutil
 from typing import Any, ClassVar
 
-from .errors import ConfigError, Where, caller_location
+from .errors import ConfigError, Where, caller_location, combined, gather, item_where, record
 
 _REQUIRED = dataclasses.MISSING
 
@@ -38,7 +38,12 @@ def spec(cls):
 
     The generated ``__init__`` is wrapped so that unknown keywords and bad
     arity become ``ConfigError``s with a "did you mean" hint instead of a
-    bare ``TypeError`` from deep inside dataclasses.
+    bare ``TypeError`` from deep inside dataclasses.  While errors are being
+    collected (``errors.collecting``, as ``twisthost check`` does) a mistake
+    is recorded instead of raised and the object is marked ``failed``: the
+    rest of site.py still runs, so one run reports every mistake.  An
+    unknown option or extra positional argument is dropped and the rest
+    checked as if it had not been given.
     """
     cls = dataclasses.dataclass(frozen=True, eq=True)(cls)
     generated_init = cls.__init__
@@ -49,28 +54,39 @@ def spec(cls):
     def __init__(self, *args, **kwargs):
         where = caller_location()
         object.__setattr__(self, "where", where)
-        for key in kwargs:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = (
-                    f"did you mean {close[0]}=?"
-                    if close
-                    else f"{cls.__name__} takes: {', '.join(names)}"
-                )
-                raise ConfigError(
-                    f"{cls.__name__}() got an unknown option {key!r}", where, hint
-                )
+        problems = []
+        for key in [key for key in kwargs if key not in names]:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = (
+                f"did you mean {close[0]}=?"
+                if close
+                else f"{cls.__name__} takes: {', '.join(names)}"
+            )
+            problems.append(ConfigError(f"{cls.__name__}() got an unknown option {key!r}", where, hint))
+            del kwargs[key]
         if len(args) > len(positional):
-            raise ConfigError(
+            problems.append(ConfigError(
                 f"{cls.__name__}() takes at most {len(positional)} positional "
                 f"argument(s) ({', '.join(positional) or 'none'}), got {len(args)}",
                 where,
                 "pass the other options by keyword, e.g. threads=8",
-            )
+            ))
+            args = args[:len(positional)]
         try:
             generated_init(self, *args, **kwargs)
-        except TypeError as error:
-            raise ConfigError(f"{cls.__name__}(): {error}", where) from None
+        except (TypeError, ConfigError) as error:
+            if isinstance(error, TypeError):
+                error = ConfigError(f"{cls.__name__}(): {error}", where)
+            problems.append(error)
+            # Without the dropped arguments it was fine: usable to look for more mistakes in a build.
+            object.__setattr__(self, "failed", True)
+        if problems:
+            error = combined(problems)
+            if not record(error):
+                raise error from None
+        if any(isinstance(value, Spec) and value.failed for value in vars(self).values()):
+            # Built from a part whose mistake is already recorded: not usable either.
+            object.__setattr__(self, "failed", True)
 
     cls.__init__ = __init__
     return cls
@@ -80,6 +96,7 @@ class Spec:
     """Common checks for config classes; ``where`` is set by :func:`spec`."""
 
     where: ClassVar[Where | None]
+    failed: ClassVar[bool] = False  # set on an object whose mistakes were recorded (see spec)
 
     def __post_init__(self) -> None:
         self.check()
@@ -817,15 +834,22 @@ class Host(Spec):
     log_format: str = option("site", doc="This host's log format: 'site' uses Site(log_format=...); otherwise as there.")
 
     def check(self) -> None:
-        self._check_tls()
-        check_access_log(self, inherit=True)
         if isinstance(self.name, Service) and self.service is None:
             self._set("service", self.name)
             self._set("name", None)
+        gather([self._check_tls, lambda: check_access_log(self, inherit=True), self._check_name,
+                self._check_aliases, self._check_routes])
+
+    def _check_name(self) -> None:
         if self.name is not None:
             self._set("name", self._host_name(self.want("name", str, "a host name")))
+
+    def _check_aliases(self) -> None:
         self._set("aliases", tuple(self._host_name(a) for a in self.want_strings("aliases")))
-        routes = {}
+
+    def _check_routes(self) -> None:
+        """Each route on its own, so every bad one is reported; services that failed are left out."""
+        routes: dict = {}
         if self.routes is not None:
             if not isinstance(self.routes, dict):
                 raise self.fail(
@@ -833,14 +857,8 @@ class Host(Spec):
                     f"{type(self.routes).__name__} {self.routes!r}",
                     "write routes={'/': WSGI('app:app'), '/static': Static('static')}",
                 )
-            for prefix, service in self.routes.items():
-                key = self._prefix(prefix)
-                if key in routes:
-                    raise self.fail(
-                        f"Host {self.name!r}: route prefixes {routes[key][0]!r} and {prefix!r} are the same path",
-                        "keep one of them",
-                    )
-                routes[key] = (prefix, self._service(service, f"routes[{prefix!r}]"))
+            gather(lambda prefix=prefix, service=service: self._add_route(routes, prefix, service)
+                   for prefix, service in self.routes.items())
         if self.service is not None:
             if "/" in routes:
                 raise self.fail(
@@ -853,7 +871,16 @@ class Host(Spec):
                 f"Host {self.name!r} serves nothing",
                 "give a service, e.g. Host('a.example', Static('site')), or routes={...}",
             )
-        self._set("routes", {key: service for key, (_, service) in sorted(routes.items())})
+        self._set("routes", {key: service for key, (_, service) in sorted(routes.items()) if not service.failed})
+
+    def _add_route(self, routes: dict, prefix: Any, service: Any) -> None:
+        key = self._prefix(prefix)
+        if key in routes:
+            raise self.fail(
+                f"Host {self.name!r}: route prefixes {routes[key][0]!r} and {prefix!r} are the same path",
+                "keep one of them",
+            )
+        routes[key] = (prefix, self._service(service, f"routes[{prefix!r}]"))
 
     def names(self) -> tuple:
         return ((self.name,) if self.name else ()) + self.aliases
@@ -945,60 +972,86 @@ class Site(Spec):
     server_header: Any = option("twisthost", doc="Value of the Server response header; None omits it. The Twisted version is never sent.")
 
     def check(self) -> None:
-        self._check_lifecycle()
-        self._check_limits()
-        check_access_log(self, inherit=False)
+        gather([self._check_lifecycle, self._check_limits, lambda: check_access_log(self, inherit=False),
+                self._check_admin, self._check_listen, self._check_hosts, self._check_default,
+                self._check_trusted_proxies])
+
+    def _located(self, keyword: str, item: Any = None) -> Where | None:
+        """Where in this ``Site(...)`` call ``keyword=`` (or one item of its list) is written."""
+        return item_where(self.where, type(self).__name__, keyword, item)
+
+    def _check_admin(self) -> None:
         if self.admin is not None:
-            check_endpoint(self.admin, self.where, "Site(admin=...)")
+            try:
+                check_endpoint(self.admin, None, "Site(admin=...)")
+            except ConfigError as error:
+                raise error.located(self._located("admin")) from None
         self.want("admin_token", str, "a token string", optional=True)
+
+    def _check_listen(self) -> None:
+        """Every item checked, each error at the line of the item; failed TLS(...) items left out."""
         if isinstance(self.listen, (str, TLS)):
             self._set("listen", (self.listen,))
         listen = self.want("listen", (list, tuple), "a list of endpoint strings or TLS(...)")
         if not listen:
             raise self.fail("Site(listen=...) is empty", "e.g. listen=['tcp:8080']")
-        for item in listen:
-            if isinstance(item, TLS):
-                continue
-            check_endpoint(item, self.where, "Site(listen=...)")
-        self._set("listen", tuple(listen))
+        gather(lambda item=item: self._check_listen_item(item) for item in listen if not isinstance(item, TLS))
+        self._set("listen", tuple(item for item in listen if not (isinstance(item, TLS) and item.failed)))
 
+    def _check_listen_item(self, item: Any) -> None:
+        try:
+            check_endpoint(item, None, "Site(listen=...)")
+        except ConfigError as error:
+            raise error.located(self._located("listen", item)) from None
+
+    def _check_hosts(self) -> None:
+        """Names unique across hosts; hosts that failed their own checks are left out."""
         hosts = self.want("hosts", (list, tuple), "a list of Host(...)")
         seen: dict[str, Host] = {}
-        for host in hosts:
-            if not isinstance(host, Host):
-                raise self.fail(
-                    f"Site(hosts=...) items must be Host(...), got {type(host).__name__} {host!r}",
-                    "write hosts=[Host('a.example', ...), ...]",
-                )
-            if host.name is None:
-                raise ConfigError(
-                    "a Host in Site(hosts=...) needs a name", host.where,
-                    "only Site(default=...) takes a host without a name",
-                )
-            for name in host.names():
-                if name in seen:
-                    other = seen[name].where
-                    raise ConfigError(
-                        f"duplicate host name {name!r}"
-                        + (f" (already used at line {other.line})" if other else ""),
-                        host.where,
-                        "each name and alias may appear on one Host only",
-                    )
-                seen[name] = host
-        self._set("hosts", tuple(hosts))
+        gather(lambda host=host: self._check_host(host, seen) for host in hosts)
+        self._set("hosts", tuple(host for host in hosts if not host.failed))
 
+    def _check_host(self, host: Any, seen: dict) -> None:
+        if not isinstance(host, Host):
+            raise self.fail(
+                f"Site(hosts=...) items must be Host(...), got {type(host).__name__} {host!r}",
+                "write hosts=[Host('a.example', ...), ...]",
+            )
+        if host.failed:
+            return
+        if host.name is None:
+            raise ConfigError(
+                "a Host in Site(hosts=...) needs a name", host.where,
+                "only Site(default=...) takes a host without a name",
+            )
+        for name in host.names():
+            if name in seen:
+                other = seen[name].where
+                raise ConfigError(
+                    f"duplicate host name {name!r}"
+                    + (f" (already used at line {other.line})" if other else ""),
+                    host.where,
+                    "each name and alias may appear on one Host only",
+                )
+            seen[name] = host
+
+    def _check_default(self) -> None:
         if isinstance(self.default, Service):
             self._set("default", Host(self.default))
             object.__setattr__(self.default, "where", self.default.service.where)
         elif self.default is not None and not isinstance(self.default, Host):
             raise self.fail(f"Site(default=...) expects a Host or a service, got {self.default!r}")
+        if self.default is not None and self.default.failed:
+            self._set("default", None)  # its mistakes are recorded; the rest can still be built
 
+    def _check_trusted_proxies(self) -> None:
         networks = []
         for item in self.want_strings("trusted_proxies", "a list of IP addresses or CIDR networks"):
             try:
                 networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
-                raise self.fail(f"trusted_proxies: {item!r} is not an IP address or network") from None
+                raise ConfigError(f"trusted_proxies: {item!r} is not an IP address or network",
+                                  self._located("trusted_proxies", item)) from None
         self._set("trusted_proxies", tuple(networks))
 
     def _check_limits(self) -> None:

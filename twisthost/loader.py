@@ -3,21 +3,34 @@
 The file is plain Python executed in a fresh namespace, so users get loops,
 environment variables and helpers for free; the price is that any exception
 can come out of it, and each must be turned into a message naming the line
-of site.py at fault rather than a traceback into our package.
+of site.py at fault rather than a traceback into our package.  Mistakes
+found by the config objects are collected (``errors.collecting``), so the
+file runs to its end and every one of them is reported at once.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 
 from .config import Site
-from .errors import ConfigError, Where
+from .errors import ConfigError, Where, collecting
 
 
 def load(path: str) -> Site:
-    """Execute the config file at ``path`` and return the ``Site`` bound to ``site``."""
+    """Execute the config file at ``path`` and return the ``Site`` bound to ``site``.
+
+    Raises every mistake found; inside an outer ``collecting`` block (as in
+    ``service.prepare``) those of config objects are left for it to raise,
+    and the ``Site`` may then be marked ``failed``.
+    """
+    with collecting():
+        return _load(path)
+
+
+def _load(path: str) -> Site:
     path = os.path.abspath(path)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -33,7 +46,7 @@ def load(path: str) -> Site:
         raise ConfigError(
             f"syntax error: {error.msg}",
             Where(path, error.lineno or 1),
-            (error.text or "").strip(),
+            syntax_hint(error, source.splitlines()),
         ) from None
 
     folder = os.path.dirname(path)
@@ -81,3 +94,54 @@ def _assignment_line(source: str) -> int:
         if line.startswith("site") and "=" in line:
             return number
     return 1
+
+
+# Python's SyntaxError messages, and what to do about each; the first match wins.
+_SYNTAX_HINTS = (
+    (r"forgot a comma", "put a comma after {first} and before {second}"),
+    (r"'(?P<bracket>.)' was never closed", "the '{bracket}' opened here has no closing '{closing}': add it where the call or list ends"),
+    (r"closing parenthesis '(?P<bracket>.)' does not match opening parenthesis '(?P<open>.)'",
+     "a '{open}' opened earlier must be closed with '{open_closing}' before this '{bracket}'"),
+    (r"unmatched '(?P<bracket>.)'", "this '{bracket}' closes nothing: remove it, or add the bracket it should close"),
+    (r"unterminated (triple-quoted )?string", "a string starting here has no closing quote: end it with the quote it begins with"),
+    (r"positional argument follows keyword argument",
+     "give positional values (a host name, a service) before options written name=value"),
+    (r"keyword argument repeated", "an option is given twice in one call: keep one"),
+    (r"unexpected indent", "this line is indented further than the one before it: line it up with that statement"),
+    (r"unindent|indented block", "the indentation of this line matches no block above it: indent with spaces, consistently"),
+    (r"invalid (non-printable )?character", "remove the character (pasted typographic quotes or spaces?): use plain ASCII"),
+    (r"expected ':'", "end the if/for/def/with/class line with ':'"),
+    (r"Maybe you meant '==' or ':='", "options are written name=value inside a call's parentheses; compare with =="),
+)
+_CLOSING = {"(": ")", "[": "]", "{": "}"}
+
+
+def syntax_hint(error: SyntaxError, lines: list[str]) -> str:
+    """What to change for a SyntaxError, in words (the message and line number say where)."""
+    for pattern, hint in _SYNTAX_HINTS:
+        match = re.search(pattern, error.msg)
+        if match:
+            found = match.groupdict()
+            return hint.format(
+                **found,
+                closing=_CLOSING.get(found.get("bracket", ""), ")"),
+                open_closing=_CLOSING.get(found.get("open", ""), ")"),
+                **(_comma_sides(error, lines) if "{first}" in hint else {}),
+            )
+    column = f"column {error.offset} of " if error.offset else ""
+    return (f"Python could not read {column}this line: look for a missing or extra comma, "
+            "bracket or quote here or at the end of the line before")
+
+
+def _comma_sides(error: SyntaxError, lines: list[str]) -> dict:
+    """The two things Python found side by side (``first``, ``second``) for the missing-comma hint."""
+    start, end = error.lineno or 1, error.end_lineno or error.lineno or 1
+    offset, end_offset = (error.offset or 1) - 1, (error.end_offset or 1) - 1
+    if not (0 < start <= len(lines) and 0 < end <= len(lines)):
+        return {"first": "one item", "second": "the next"}
+    if start == end:
+        parts = lines[start - 1][offset:end_offset].rsplit(None, 1)
+        return {"first": parts[0], "second": parts[-1]}
+    first = lines[start - 1][offset:].strip()
+    second = lines[end - 1][:end_offset].strip()
+    return {"first": f"{first} (line {start})", "second": f"{second} (line {end})"}

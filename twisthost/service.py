@@ -22,7 +22,7 @@ from twisted.python.logfile import BaseLogFile
 from . import fanin, gcfreeze, graceful, sdnotify, tls
 from .build import BuildContext, build_root
 from .config import TLS, Site
-from .errors import ConfigError
+from .errors import ConfigError, collecting, raise_collected
 from .hooks import run_hook
 from .loader import load
 from .admin import AdminState, admin_endpoint, admin_service
@@ -44,10 +44,20 @@ class Prepared:
 
 
 def prepare(path: str, reactor=None, site: Site | None = None) -> Prepared:
-    """Load (unless ``site`` is already loaded from ``path``), validate and build."""
-    site = load(path) if site is None else site
-    context = BuildContext(site, reactor)
-    return Prepared(path, site, context, build_root(site, context))
+    """Load (unless ``site`` is already loaded from ``path``), validate and build.
+
+    Mistakes are collected across both steps and raised together, so one
+    run of ``twisthost check`` lists them all.  The build still runs when
+    only parts of the site failed (it skips those, to find import and file
+    errors in the rest); not when the ``Site(...)`` itself did.
+    """
+    with collecting():
+        site = load(path) if site is None else site
+        if site.failed:
+            raise_collected()
+        context = BuildContext(site, reactor)
+        root = build_root(site, context)
+    return Prepared(path, site, context, root)
 
 
 # ----------------------------------------------------------------- reopening log files

@@ -91,8 +91,8 @@ def _check_build_in_child(path: str) -> None:
         report = pipe.read()
     _, status = os.waitpid(pid, 0)
     if report:
-        kind, *details = pickle.loads(report)
-        raise ConfigError(*details) if kind == "config" else RuntimeError(*details)
+        kind, detail = pickle.loads(report)
+        raise detail if kind == "config" else RuntimeError(detail)
     if status:
         code = os.waitstatus_to_exitcode(status)
         why = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
@@ -105,7 +105,7 @@ def _build_and_report(path: str, write: int) -> int:
         prepare(path)
         return 0
     except ConfigError as error:
-        report = ("config", error.message, error.where, error.hint)
+        report = ("config", error)  # every mistake found, not only the first
     except BaseException as error:  # an app's import can raise anything
         report = ("crash", f"{type(error).__name__}: {error}")
     with open(write, "wb") as pipe:
