@@ -1,5 +1,9 @@
 """The admin listener: /healthz, /readyz, /metrics, /status and /status.json.
 
+``/`` is an index of those pages.  Answers carry the site's ``Server`` header
+(``Site(server_header=...)``), never Twisted's version, and unknown paths get
+the same plain 404 as the sites do.
+
 It runs on its own endpoint (loopback by default, off unless configured), so
 probes and scrapes never compete with, or get routed like, user traffic.
 With ``admin_token`` every path but /healthz needs ``Authorization: Bearer
@@ -21,8 +25,9 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from . import statuspage
-from .pages import write_error
+from .pages import ErrorPage, write_error
 from .procinfo import rss_mib
+from .request import DefaultHeadersRequest, SafeErrorsRequest
 
 
 class AdminState:
@@ -140,6 +145,8 @@ class AdminPage(Resource):
         self.needs_token = needs_token
 
     def render(self, request):
+        if request.postpath:  # a leaf: /status/x is not /status
+            return write_error(request, 404, "Not found.")
         if request.method not in (b"GET", b"HEAD"):
             request.setHeader(b"allow", b"GET, HEAD")
             return write_error(request, 405)
@@ -193,10 +200,65 @@ class StatusPage(AdminPage):
         return b"text/html; charset=utf-8", statuspage.render(self.state.snapshot()).encode()
 
 
+#: (path, what it answers) of the pages :class:`Index` lists, in its order.
+PAGES = (
+    ("status", "the status page: requests, pools, upstreams, certificates"),
+    ("status.json", "the data behind the status page"),
+    ("metrics", "Prometheus metrics"),
+    ("readyz", "readiness: 200, or 503 naming what is not ready"),
+    ("healthz", "liveness: 200 while the process runs"),
+)
+_INDEX = ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>twisthost admin</title></head>\n"
+          "<body><h1>twisthost admin</h1>\n<ul>\n" + "".join(
+              f'<li><a href="/{path}">/{path}</a>: {what}</li>\n' for path, what in PAGES)
+          + "</ul>\n</body></html>\n").encode("utf-8")
+
+
+class Index(AdminPage):
+    """``/``: links to the admin pages (no data of its own, so no token needed)."""
+
+    def __init__(self, state: AdminState):
+        super().__init__(state, needs_token=False)
+
+    def answer(self, request):
+        return b"text/html; charset=utf-8", _INDEX
+
+
+class AdminRoot(Resource):
+    """The admin pages by name; ``/`` is the :class:`Index`, anything else a plain 404."""
+
+    def __init__(self, state: AdminState):
+        super().__init__()
+        self.index = Index(state)
+
+    def getChild(self, path, request):
+        if path == b"" and not request.postpath:
+            return self.index
+        return _NOT_FOUND
+
+
+_NOT_FOUND = ErrorPage(404, "Not found.")
+
+
+class AdminRequest(SafeErrorsRequest, DefaultHeadersRequest):
+    """The sites' request behaviour: plain error pages, ``Server`` from the config."""
+
+
 class AdminSite(server.Site):
     """Admin requests are not access-logged: scrapes every few seconds are noise."""
 
     displayTracebacks = False
+    requestFactory = AdminRequest
+
+    def __init__(self, root, state: AdminState):
+        super().__init__(root)
+        self.state = state
+
+    @property
+    def server_header(self) -> bytes | None:
+        """The ``Server`` value of the config in force (``DefaultHeadersRequest`` sets it)."""
+        value = self.state.current().site.server_header
+        return value.encode("ascii") if value else None
 
     def log(self, request):
         pass
@@ -204,14 +266,14 @@ class AdminSite(server.Site):
 
 def admin_service(endpoint: str, state: AdminState, reactor) -> StreamServerEndpointService:
     state.registry.register(SourceCollector(state))
-    root = Resource()
+    root = AdminRoot(state)
     root.putChild(b"healthz", Health(state, needs_token=False))
     root.putChild(b"readyz", Ready(state))
     root.putChild(b"metrics", MetricsPage(state))
     root.putChild(b"status", StatusPage(state))
     root.putChild(b"status.json", StatusJSON(state))
     service = StreamServerEndpointService(
-        endpoints.serverFromString(reactor, endpoint), AdminSite(root)
+        endpoints.serverFromString(reactor, endpoint), AdminSite(root, state)
     )
     service._raiseSynchronously = True
     return service
