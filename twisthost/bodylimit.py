@@ -67,13 +67,14 @@ class BodyLimitRequest(server.Request):
 
     def _service(self):
         channel = self.channel
-        # HTTP/1.1 channels know the target before the headers; HTTP/2 streams as ``path``.
-        target = getattr(channel, "_path", None) or getattr(channel, "path", None)
+        # HTTP/1.1 channels know the head before the body; HTTP/2 streams the target as ``path``.
+        head = getattr(channel, "head", None)
+        target = head.target if head is not None else getattr(channel, "path", None)
         find = getattr(channel.site.resource, "service_for", None)
         if target is None or find is None:
             return None
-        if not self.clientproto:  # routing treats HTTP/1.0 without Host differently
-            self.clientproto = getattr(channel, "_version", b"")
+        if not self.clientproto and head is not None:  # routing treats HTTP/1.0 without Host differently
+            self.clientproto = head.version
         return find(self, target)
 
     def _refuse(self) -> None:

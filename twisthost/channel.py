@@ -1,33 +1,38 @@
-"""One HTTP/1.1 connection: Twisted's ``HTTPChannel`` behind a strict gate, with real timeouts.
+"""One HTTP/1.1 connection: a ``Protocol`` of our own, on Twisted's public interfaces only.
 
-What this subclass changes, and why:
+The bytes are read by the sans-IO :class:`~twisthost.http.h1.RequestReader`
+(every strictness rule, with its RFC section, lives there); this protocol
+does what needs a transport and a clock:
 
-* Every request head passes :class:`twisthost.http1.HeadReader` and is
-  handed to Twisted's request already parsed; hostile or ambiguous input
-  gets a 4xx and a closed connection instead of Twisted's lenient reading,
-  so a smuggled second request is never served.  Over-long lines get 414/431 where Twisted just
-  drops the connection.
-* Twisted's single idle timer is restarted by every byte (a client sending
-  one byte every 59 s holds a connection forever) and is off while a request
-  is handled.  Here the timer follows the phase of the connection:
+* **phase timers** (one :class:`~twisthost.lazytimer.LazyTimer`):
   ``keepalive_timeout`` idle between requests, ``header_timeout`` for a
   whole head counted from its first byte (from the accept for the first
   request), ``body_timeout`` between two reads of a request body, and
   ``write_timeout`` whenever a response waits on a client that stopped
-  reading (its buffers are freed by aborting the connection).
-* Errors the channel answers itself have the body every twisthost error has,
-  and the connection is closed with a short linger (send, half-close, read
-  and drop for ``LINGER`` s) so the client can read the answer even when it
-  was still sending; a plain close would reset the connection and lose it.
-* Output is batched and, when the socket is idle, sent at once (see
-  :meth:`HostChannel.write`): a response costs one ``send`` and no
-  reactor round trip, instead of two buffered writes, two epoll updates and
-  a write event.
-* Pipelined requests are answered only as fast as the client takes the
-  answers (:meth:`HostChannel._wait_for_client`): Twisted answers every
-  request of a read, however many answers pile up unsent.
-* Plain GETs of cached static files, and for proxies, skip Twisted's
-  request object (:mod:`twisthost.lane`).
+  reading (the connection is then aborted and its buffers freed);
+* **refusals** with the body every twisthost error has, then a short linger
+  (send, half-close, read and drop for ``LINGER`` s) so that the client
+  reads the answer even when it was still sending;
+* **write batching**: everything one read produces (a whole response, or
+  several for pipelined requests) leaves in one ``send`` at the end of
+  ``dataReceived``, straight to a plain socket when nothing is waiting
+  (:mod:`twisthost.directsend`);
+* **pipelining bounds**: requests are read one at a time, the next only once
+  the answer to the last is done, and not while answers already pile up in
+  the transport (:meth:`HostChannel._backed_up`); what waits unread is
+  bounded, and reading stops when it grows;
+* **back-pressure**: the channel is the transport's streaming producer and
+  passes ``pauseProducing``/``resumeProducing`` on to the producer of the
+  request being answered, the same way over TLS as over TCP;
+* **upgrade** as a state (:meth:`HostChannel.upgrade`): the connection
+  leaves HTTP for a tunnel, with the bytes the client sent past the request.
+
+A ``twisted.web.server.Request`` sits on this channel the way it sits on
+Twisted's own ``HTTPChannel`` (``getPeer``, ``getHost``, ``isSecure``,
+``writeHeaders``, ``write``, ``registerProducer``, ``requestDone``...), so
+unmodified ``Resource``\\ s, ``.rpy`` scripts and every service answer on it.
+Plain GETs of cached static files, and for proxies, are answered without a
+Twisted request (:mod:`twisthost.lane`).
 
 Limits are read from the ``Site`` config at each phase, so a reload applies
 to open connections from their next request on.
@@ -35,16 +40,17 @@ to open connections from their next request on.
 
 from __future__ import annotations
 
-import functools
 import socket
 from http import HTTPStatus
 
-from twisted.protocols import basic
-from twisted.web import http
-from twisted.web.iweb import INonQueuedRequestFactory
+from twisted.internet import task
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
 
 from .directsend import idle, is_plain_socket, send_now
-from .http1 import BadRequest, Head, HeadReader, StrictChunkedDecoder
+from .http.h1 import NEED_DATA, PAUSED, BadRequest, Data, Head, RequestReader
 from .lazytimer import LazyTimer
 from .pages import error_body
 from .request import FastHeaders, http_date
@@ -57,6 +63,11 @@ _READ_TIMEOUTS = {"idle": "keepalive_timeout", "head": "header_timeout", "body":
 #: Bytes of answers held back or unsent beyond which pipelined requests are left unread
 #: until the client takes some (:meth:`HostChannel._wait_for_client`).
 PIPELINE_OUTPUT = 256 * 1024
+#: Bytes of pipelined requests kept unread while one is answered; past it, reading stops
+#: (TCP pushes back on the client) until the answer is done.
+PIPELINE_INPUT = 16 * 1024
+
+log = Logger()
 
 
 def error_response(status: int, detail: str, server_header: str | None) -> bytes:
@@ -75,39 +86,96 @@ def error_response(status: int, detail: str, server_header: str | None) -> bytes
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
 
 
-def linger_close(protocol, transport) -> None:
+def linger_close(transport, start_timer) -> None:
     """Half-close after the pending writes, then drop the socket ``LINGER`` s later.
 
-    ``protocol`` is a ``TimeoutMixin`` whose ``timeoutConnection`` aborts;
-    it must ignore data from now on.
+    ``start_timer(LINGER)`` arms the caller's timer, whose expiry aborts the
+    connection; the caller must ignore data from now on.
     """
     # On the class: a TLS transport forwards unknown names to the TCP one under
     # it, whose half-close would go around TLS.
     if hasattr(type(transport), "loseWriteConnection"):
         transport.loseWriteConnection()
-        protocol.setTimeout(LINGER)
+        start_timer(LINGER)
     else:
         transport.loseConnection()
 
 
-@functools.cache
-def _non_queued(factory) -> bool:
-    """``INonQueuedRequestFactory.providedBy``, asked once per factory instead of per request."""
-    return INonQueuedRequestFactory.providedBy(factory)
+def _connection_tokens(headers) -> list[bytes]:
+    """The ``Connection`` options (RFC 9110 7.6.1), lower-cased."""
+    tokens = []
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == b"connection":
+            tokens += (token.strip(b" \t").lower() for token in value.split(b","))
+    return tokens
 
 
-class HostChannel(http.HTTPChannel):
-    """The ``HTTPChannel`` of every twisthost HTTP/1.x connection."""
+@implementer(IPushProducer)
+class PullToPush:
+    """Drives a pull producer (``streaming=False``) as a push one, for the channel to pause.
+
+    Twisted's own request producers (``static.File``'s) are pull producers;
+    the channel only knows push ones.  A cooperator task calls
+    ``resumeProducing`` once per turn while not paused.
+    """
+
+    def __init__(self, producer):
+        self.producer = producer
+        self._task = task.cooperate(self._pull())
+
+    def _pull(self):
+        while True:
+            self.producer.resumeProducing()
+            yield None
+
+    def pauseProducing(self):
+        self._task.pause()
+
+    def resumeProducing(self):
+        self._task.resume()
+
+    def stopProducing(self):
+        self.stop()
+        self.producer.stopProducing()
+
+    def stop(self):
+        try:
+            self._task.stop()
+        except (task.TaskStopped, task.TaskFinished, task.TaskDone):
+            pass
+
+
+@implementer(IPushProducer)
+class HostChannel(Protocol):
+    """Every twisthost HTTP/1.x connection.
+
+    ``site``, ``factory`` and ``requestFactory`` are set by the
+    ``HostSite`` that builds it.
+    """
 
     # "head": reading a request head; "body": its body; "busy": a request is
-    # being answered; "idle": between requests; "closing": refused, lingering.
+    # being answered; "idle": between requests; "closing": refused or
+    # closing, lingering; "tunnel": upgraded, no longer HTTP.
     phase = "head"
-    _head: HeadReader | None = None
+    persistent = True
+    site = factory = requestFactory = None
+    head: Head | None = None  # the head of the request being read or answered
+    callLater = None  # the reactor's, unless a test sets a clock's
     _write_timer = None
     _phase_timer: LazyTimer | None = None  # times out the current phase
     _out: list | None = None  # output held back while a read is handled (see write)
     _direct = False  # the transport is a plain kernel socket we may send on at once
     _peer = _host = _secure = None  # per connection, asked for by every request
+    _producer = None  # the push producer of the response being written (IPushProducer)
+    _pull = None  # the PullToPush wrapping a pull producer, if that is what it is
+    _waiting_for_transport = False  # the transport's buffer is full
+    _reading_paused = False  # we asked the transport to stop reading
+    _waiting_for_client = False  # pipelined requests wait until answers drain
+    _receiving = False  # inside _receive: a re-entrant call only feeds the reader
+    _tunnel = None  # the protocol the connection was upgraded to
+
+    def __init__(self):
+        self.requests: list = []  # answers under way, the one being written first
 
     @property
     def limits(self):
@@ -116,15 +184,18 @@ class HostChannel(http.HTTPChannel):
 
     def connectionMade(self):
         transport = self.transport
+        if self.callLater is None:
+            from twisted.internet import reactor
+            self.callLater = reactor.callLater
         self._direct = is_plain_socket(transport)
         if self._direct and transport.socket.family in INET:
             # A response ending in a short segment (a file body's last bytes
             # after a full one) must not wait for the client's delayed ACK:
             # nginx's tcp_nodelay.  Our writes are whole responses already.
             transport.setTcpNoDelay(True)
-        self.timeOut = self.limits.header_timeout  # the first head's clock starts at the accept
-        super().connectionMade()
-        self._expect_head()
+        self.reader = RequestReader(self.limits)
+        transport.registerProducer(self, True)
+        self._set_timer(self.limits.header_timeout)  # the first head's clock starts at the accept
 
     # -- the address and TLS facts of the connection, asked for by every request
 
@@ -141,9 +212,9 @@ class HostChannel(http.HTTPChannel):
         return self._host
 
     def isSecure(self):
-        """Cached: Twisted's answer is a zope interface adaptation per call."""
+        """Cached: an interface adaptation per call otherwise."""
         if self._secure is None:
-            self._secure = super().isSecure()
+            self._secure = ISSLTransport(self.transport, None) is not None
         return self._secure
 
     def can_sendfile(self) -> bool:
@@ -152,23 +223,13 @@ class HostChannel(http.HTTPChannel):
 
     # -- the phase timer
 
-    def setTimeout(self, period):
-        """``TimeoutMixin.setTimeout`` on a :class:`~twisthost.lazytimer.LazyTimer`.
+    def _set_timer(self, period) -> None:
+        """Time out the phase ``period`` seconds from now; ``None``: no timeout.
 
-        Every request changes the phase timeout three or four times (head,
-        body, none while answering, keep-alive); Twisted's timer cancels or
-        reschedules a ``DelayedCall`` each time (heap operations, ~15 µs a
-        request).
+        A :class:`~twisthost.lazytimer.LazyTimer`: every request changes the
+        phase timeout three or four times, and a ``DelayedCall`` cancelled or
+        rescheduled each time costs heap operations.
         """
-        previous, self.timeOut = self.timeOut, period
-        self._arm(period)
-        return previous
-
-    def resetTimeout(self):
-        if self._phase_timer is not None and self._phase_timer.deadline is not None and self.timeOut is not None:
-            self._arm(self.timeOut)
-
-    def _arm(self, period) -> None:
         timer = self._phase_timer
         if period is None:
             if timer is not None:
@@ -178,121 +239,118 @@ class HostChannel(http.HTTPChannel):
             self._phase_timer = timer = LazyTimer(self.callLater, self.timeoutConnection)
         timer.start(period)
 
-    def _expect_head(self) -> None:
-        self._head = HeadReader(self.limits)
-        self.MAX_LENGTH = self._head.max_line()
+    def _read_timeout(self):
+        return getattr(self.limits, _READ_TIMEOUTS[self.phase])
 
     # -- reading
 
     def dataReceived(self, data):
-        held = self.hold_output()  # not when re-entered from setLineMode: the outer call sends
+        if self._tunnel is not None:
+            self._tunnel.dataReceived(data)
+            return
+        if self.phase == "closing":
+            return  # read and drop: a close with unread data would reset the answer away
+        held = self.hold_output()  # not when re-entered: the outer call sends
         try:
-            self._receive(data)
+            self.reader.feed(data)
+            if self.phase == "body":
+                self._set_timer(self.limits.body_timeout)  # between two reads of a body
+            self._receive()
         finally:
             if held:
                 self.send_held()
 
-    def _receive(self, data) -> None:
-        if self.paused:  # requests wait for the client (_wait_for_client): keep their order
-            self._buffer += data
-            return
-        while data:
-            if self.phase == "closing":
-                return
+    def _receive(self) -> None:
+        """Turn what the reader has into requests and body data, as far as the state allows."""
+        if self._receiving:
+            return  # the outer loop goes on with what was just fed
+        self._receiving = True
+        try:
+            self._read_events()
+        finally:
+            self._receiving = False
+
+    def _read_events(self) -> None:
+        reader = self.reader
+        while self.phase not in ("closing", "tunnel") and not self._waiting_for_client:
             if self.phase == "idle":
+                if not reader.buffered:
+                    return
                 if self._backed_up():
-                    self._buffer += data  # after what LineReceiver left unread, if anything
                     self._wait_for_client()
                     return
-                self.phase = "head"
-                self.setTimeout(self.limits.header_timeout)
-            if self.phase == "head" and self.line_mode and not self._buffer and not self._busyReceiving:
-                end = data.find(b"\r\n\r\n")  # a whole head in this read: no line splitting
-                if end > 0:
-                    try:
-                        head = self._head.read_block(data[:end])
-                    except BadRequest as error:
-                        self.reject(error.status, error.detail)
-                        return
-                    if head is not None:
-                        self._start_request(head)
-                        data = data[end + 4:]  # a body, or pipelined requests
-                        continue
-            # Not HTTPChannel.dataReceived: it would restart the timer on every byte.
-            basic.LineReceiver.dataReceived(self, data)
-            if self.phase == "head" and self.line_mode and not self._busyReceiving and not self.paused:
-                # The buffer holds no CRLF now, so any CR or LF in it (but a
-                # trailing CR) is a bare line end: refuse now, not at the timeout.
-                pending = self._buffer
-                if b"\n" in pending or b"\r" in pending[:-1]:
-                    self.reject(400, "Lines must end with CRLF.")
-            return
-
-    def lineReceived(self, line):
-        if self.phase == "closing":
-            return True
-        if not self._head.started and line:
-            if self._backed_up():
-                self._buffer = line + b"\r\n" + self._buffer  # split off its front: put it back
-                self._wait_for_client()
-                return None
-            if self.phase == "idle":  # a head begins in the read that ended the last answer
-                self.phase = "head"
-                self.setTimeout(self.limits.header_timeout)
-        try:
-            head = self._head.feed(line)
-        except BadRequest as error:
-            return self.reject(error.status, error.detail)
-        if head is None:
-            self.MAX_LENGTH = self._head.max_line()
-            return None
-        self._start_request(head)
-        return True if self.phase == "closing" else None
+            try:
+                event = reader.next_event()
+            except BadRequest as error:
+                self.reject(error.status, error.detail)
+                return
+            if event is NEED_DATA:
+                if self.phase == "idle" and reader.head_started:
+                    self.phase = "head"
+                    self._set_timer(self.limits.header_timeout)
+                return
+            if event is PAUSED:
+                # One request at a time: the next waits for requestDone; a
+                # client that pipelines a lot meanwhile is read no further.
+                if reader.buffered > PIPELINE_INPUT:
+                    self._pause_reading()
+                return
+            if type(event) is Head:
+                if self.phase == "idle":
+                    self.phase = "head"
+                self._start_request(event)
+            elif type(event) is Data:
+                self.requests[-1].handleContentChunk(event.data)
+            else:  # EndOfMessage
+                self._all_received()
 
     def _start_request(self, head: Head) -> None:
-        """Make Twisted's request from a judged head, as ``HTTPChannel.lineReceived`` does.
-
-        Twisted's line parser (``lineReceived``, ``headerReceived``) is
-        bypassed: it would split, check and canonicalise again every line
-        :mod:`twisthost.http1` has already judged more strictly, a fifth of
-        the CPU of a small request.  What it does with the result is kept:
-        the request with its headers, the body decoder (our strict chunked
-        one), ``allHeadersReceived``, then the body or the request itself.
-        """
-        self._head = None
+        """A judged head: a lane answers it, or a Twisted request is made for it."""
+        self.head = head
+        self.persistent = head.version == b"HTTP/1.1"
         lane = self.site.lane
-        request = lane(self, head) if lane is not None else None
-        if request is not None:  # a plain GET of a cached file or for a proxy: see twisthost.lane
-            self.persistent = True  # the lane takes only HTTP/1.1 without "Connection: close"
-            request.answer()  # if it is all out, its finish has called answered_at_once
-            if not request.finished and not request.queued:
-                self.queue_lane_request(request)
-            return
-        factory = self.requestFactory
-        if _non_queued(factory):
-            request = factory(self)
-        else:
-            request = factory(self, len(self.requests))
+        if lane is not None and not head.length and not head.chunked:
+            request = lane(self, head)
+            if request is not None:  # a plain GET of a cached file or for a proxy: see twisthost.lane
+                self.reader.next_event()  # its EndOfMessage
+                self.phase = "busy"
+                request.answer()  # if it is all out, its finish has called answered_at_once
+                if not request.finished and not request.queued:
+                    self.queue_lane_request(request)
+                return
+        request = self.requestFactory(self)
         self.requests.append(request)
-        self._command, self._path, self._version = head.method, head.target, head.version
         headers = request.requestHeaders
         if isinstance(headers, FastHeaders):
             headers.add_judged(head.headers)
         else:
             for name, value in head.headers:
                 headers.addRawHeader(name, value)
-        if head.chunked:
-            self.length = None
-            self._transferDecoder = StrictChunkedDecoder(request.handleContentChunk, self._finishRequestBody)
-        elif head.length:
-            self.length = head.length
-            self._transferDecoder = http._IdentityTransferDecoder(
-                head.length, request.handleContentChunk, self._finishRequestBody)
-        self.allHeadersReceived()
-        if self.length == 0:
-            self.allContentReceived()
-        else:
-            self.setRawMode()
+        if self.persistent and b"close" in _connection_tokens(head.headers):
+            self.persistent = False
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        request.parseCookies()
+        self.phase = "body"
+        self._set_timer(self.limits.body_timeout)
+        request.gotLength(head.length)  # may refuse the body (413): the phase is then "closing"
+        if self.phase == "closing":
+            return
+        try:
+            self.reader.limit_body(getattr(request, "max_body", None))
+        except BadRequest as error:
+            self.reject(error.status, error.detail)
+            return
+        expect = request.requestHeaders.getRawHeaders(b"expect")
+        if expect and expect[0].lower() == b"100-continue" and head.version == b"HTTP/1.1":
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # RFC 9110 10.1.1, in order with held output
+
+    def _all_received(self) -> None:
+        """The whole request is in: answer it (Twisted routes and renders here)."""
+        self.phase = "busy"
+        self._set_timer(None)
+        head = self.head
+        request = self.requests[-1]
+        request.requestReceived(head.method, head.target, head.version)
 
     # -- pipelined requests wait while their answers pile up
 
@@ -303,116 +361,143 @@ class HostChannel(http.HTTPChannel):
         from memory; a client that sends them and never reads would make the
         process hold every answer.
         """
-        if self._waitingForTransport:
+        if self._waiting_for_transport:
             return True
         out = self._out
         return bool(out) and sum(map(len, out)) > PIPELINE_OUTPUT
 
     def _wait_for_client(self) -> None:
-        """Leave what is in the buffer unread until the answers so far are sent.
+        """Leave what is buffered unread until the answers so far are sent.
 
-        ``paused`` stops ``LineReceiver``'s loop over its buffer, and
-        :meth:`_receive` appends whatever still arrives (a TLS read can hold
-        several records); reading stops too, and so does the phase timer: a
-        client that stops reading meets ``write_timeout`` instead.
-        :meth:`_catch_up` goes on when the transport drains
-        (:meth:`resumeProducing`), or on the next reactor turn if sending
-        what was held back did not fill it.
+        Reading stops, and so does the phase timer: a client that stops
+        reading meets ``write_timeout`` instead.  :meth:`_catch_up` goes on
+        when the transport drains (:meth:`resumeProducing`), or on the next
+        reactor turn if sending what was held back did not fill it.
         """
-        self.paused = True
-        self._networkProducer.pauseProducing()
-        self.setTimeout(None)
+        self._waiting_for_client = True
+        self._pause_reading()
+        self._set_timer(None)
         self.callLater(0, self._catch_up)
 
     def _catch_up(self) -> None:
-        if not self.paused or self._waitingForTransport or self.phase == "closing":
+        if not self._waiting_for_client or self._waiting_for_transport or self.phase == "closing":
             return
-        self.paused = False
-        self.setTimeout(self.limits.header_timeout)  # the next head's clock starts as it is read
-        data, self._buffer = self._buffer, b""
-        if not self._handlingRequest:
-            self._networkProducer.resumeProducing()
-        self.dataReceived(data)
+        self._waiting_for_client = False
+        self._set_timer(self.limits.header_timeout)  # the next head's clock starts as it is read
+        self._resume_reading()
+        held = self.hold_output()
+        try:
+            self._receive()
+        finally:
+            if held:
+                self.send_held()
 
-    def lineLengthExceeded(self, line):
-        error = self._head.too_long()
-        return self.reject(error.status, error.detail)
+    def _pause_reading(self) -> None:
+        if not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()
 
-    def allHeadersReceived(self):
-        super().allHeadersReceived()
-        self.phase = "body"
-        self.setTimeout(self.limits.body_timeout)
+    def _resume_reading(self) -> None:
+        if self._reading_paused and not self._waiting_for_client:
+            self._reading_paused = False
+            self.transport.resumeProducing()
 
-    def rawDataReceived(self, data):
-        if self.phase == "body":
-            self.resetTimeout()
-        super().rawDataReceived(data)
-
-    def allContentReceived(self):
-        self.phase = "busy"  # before super(): it may answer and finish right away
-        super().allContentReceived()
+    # -- the end of each answer
 
     def requestDone(self, request):
-        if self.persistent:
-            self.phase = "idle"
-            self._expect_head()
-            self._savedTimeOut = self.limits.keepalive_timeout  # Twisted restarts the timer with it
-        else:
+        """Called by the first request in the queue when its answer is complete."""
+        if request is not self.requests[0]:
+            raise TypeError("requestDone for a request that is not the first in the queue")
+        del self.requests[0]
+        if self.phase in ("closing", "tunnel"):
+            return
+        if not self.persistent:
             self.phase = "closing"
-        super().requestDone(request)
+            self.loseConnection()
+            return
+        self._next_request()
+        if not self._waiting_for_transport:
+            self._resume_reading()
+        held = self.hold_output()
+        try:
+            self._receive()  # pipelined requests read meanwhile
+        finally:
+            if held:
+                self.send_held()
+
+    def _next_request(self) -> None:
+        self.head = None
+        self.reader.next_request()
+        self.phase = "idle"
+        self._set_timer(self.limits.keepalive_timeout)
 
     def queue_lane_request(self, request) -> None:
         """Queue a lane answer still under way (a ``sendfile`` waiting for the socket, a proxied
-        request), as ``allContentReceived`` queues a Twisted request: what the client sends
-        meanwhile is held until its ``finish`` calls :meth:`requestDone`."""
+        request), as a Twisted request is queued: what the client sends meanwhile is held
+        until its ``finish`` calls :meth:`requestDone`."""
         request.queued = True
         self.requests.append(request)
         self.phase = "busy"
-        self._savedTimeOut = self.setTimeout(None)
-        self._handlingRequest = True
-        self.setRawMode()
+        self._set_timer(None)
 
     def answered_at_once(self) -> None:
         """A request answered within its read, never queued (:mod:`twisthost.lane`): on to the next."""
         if self.persistent:
-            self.phase = "idle"
-            self._expect_head()
-            self.setTimeout(self.limits.keepalive_timeout)
-        else:  # a drain began meanwhile
+            self._next_request()
+        else:  # "Connection: close", or a drain began meanwhile
             self.phase = "closing"
             self.loseConnection()
+
+    # -- leaving HTTP
+
+    def upgrade(self, protocol) -> bytes:
+        """Hand the connection to ``protocol`` (an accepted ``Upgrade``); return what the client
+        sent past the request, which belongs to the new protocol.
+
+        From now on bytes go to ``protocol.dataReceived`` and the end of the
+        connection to its ``connectionLost``; ``protocol`` is connected to
+        this transport.  The channel stays the transport's producer, so a
+        producer registered with :meth:`registerProducer` still hears when
+        the client stops reading.
+        """
+        self.phase = "tunnel"
+        self._set_timer(None)
+        self._tunnel = protocol
+        rest = self.reader.upgrade()
+        protocol.makeConnection(self.transport)
+        self._resume_reading()
+        return rest
 
     # -- refusing
 
     def reject(self, status: int, detail: str) -> bool:
         """Answer ``status`` ourselves and close: the stream is no longer in sync."""
         self.phase = "closing"
-        self._log.info("refused {peer}: {status} {detail}", peer=str(self.transport.getPeer()),
-                       status=status, detail=detail)
+        log.info("refused {peer}: {status} {detail}", peer=str(self.getPeer()), status=status, detail=detail)
         for observer in self.site.refusal_observers:
             observer(status)
         self.send_held()
         self.transport.write(error_response(status, detail, self.limits.server_header))
-        self._networkProducer.unregisterProducer()
-        linger_close(self, self.transport)
-        return True  # stops LineReceiver from parsing further lines
-
-    def _respondToBadRequestAndDisconnect(self):
-        # Twisted's own refusals (a malformed chunked body) get the uniform page too.
-        self.reject(400, "Malformed request body.")
+        self.transport.unregisterProducer()
+        self._resume_reading()  # read and drop what is still coming, so the answer is not reset away
+        linger_close(self.transport, self._set_timer)
+        return True
 
     def timeoutConnection(self):
         if self.phase == "closing":
             self.transport.abortConnection()
-        elif self.phase == "body" or (self.phase == "head" and (self._head.started or self._buffer)):
+        elif self.phase == "body" or (self.phase == "head" and self.reader.head_started):
             self.reject(408, "The request did not arrive in time.")
         else:  # idle keep-alive, or a connection that never sent a byte
-            super().timeoutConnection()
+            log.info("Timing out client: {peer}", peer=str(self.getPeer()))
+            self.phase = "closing"
+            self.loseConnection()
+            self._set_timer(LINGER)
 
     # -- writing
 
     def writeHeaders(self, version, code, reason, headers):
-        """Twisted's, through :meth:`write` (Twisted writes the head straight to the transport)."""
+        """The response head, through :meth:`write` (so it is batched with the body)."""
         head = [version, b" ", code, b" ", reason, b"\r\n"]
         for name, values in headers.getAllRawHeaders():
             for value in values:
@@ -438,9 +523,6 @@ class HostChannel(http.HTTPChannel):
 
     def writeSequence(self, iovec):
         self.write(b"".join(iovec))
-
-    def _send100Continue(self):
-        self.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # in order with held-back output
 
     def hold_output(self) -> bool:
         """Hold what is written until :meth:`send_held`, to send it in one piece.
@@ -479,31 +561,66 @@ class HostChannel(http.HTTPChannel):
             self.transport.write(data)
 
     def loseConnection(self):
+        """Close once what was written is sent."""
         self.send_held()
-        super().loseConnection()
+        if self.transport is not None:
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+
+    # -- the response's producer (IConsumer, for requests)
+
+    def registerProducer(self, producer, streaming):
+        if self._producer is not None:
+            raise RuntimeError(f"Cannot register producer {producer}: {self._producer} was never unregistered")
+        if not streaming:
+            producer = self._pull = PullToPush(producer)
+        self._producer = producer
+        if self._waiting_for_transport:
+            producer.pauseProducing()
+
+    def unregisterProducer(self):
+        if self._pull is not None:
+            self._pull.stop()
+        self._producer = self._pull = None
+
+    # -- IPushProducer, for the transport
 
     def pauseProducing(self):
         """The transport's buffer is full: the client must drain it within ``write_timeout``.
 
-        Twisted stops reading meanwhile, so the read timers stop too: a
-        request the client sent is not late while it waits unread.
+        The response's producer is paused, and so is reading: a client that
+        does not read its answers sends no more requests; the read timers
+        stop meanwhile, since a request waiting unread is not late.
         """
-        super().pauseProducing()
+        self._waiting_for_transport = True
+        if self._producer is not None:
+            self._producer.pauseProducing()
+        if self.phase not in ("busy", "tunnel"):
+            self._pause_reading()
         if self.phase in _READ_TIMEOUTS:
-            self.setTimeout(None)
+            self._set_timer(None)
         if self._write_timer is None:
             self._write_timer = self.callLater(self.limits.write_timeout, self._write_stalled)
 
     def resumeProducing(self):
+        self._waiting_for_transport = False
         self._stop_write_timer()
-        super().resumeProducing()
-        if self.phase in _READ_TIMEOUTS and not self.paused:
-            self.setTimeout(getattr(self.limits, _READ_TIMEOUTS[self.phase]))  # a fresh period
+        if self._producer is not None:
+            self._producer.resumeProducing()
+        if self.phase in _READ_TIMEOUTS and not self._waiting_for_client:
+            self._set_timer(self._read_timeout())  # a fresh period
+            self._resume_reading()
+        elif self.phase == "tunnel":
+            self._resume_reading()
         self._catch_up()
+
+    def stopProducing(self):
+        if self._producer is not None:
+            self._producer.stopProducing()
 
     def _write_stalled(self) -> None:
         self._write_timer = None
-        self._log.info("dropping {peer}: it stopped reading", peer=str(self.transport.getPeer()))
+        log.info("dropping {peer}: it stopped reading", peer=str(self.getPeer()))
         self.transport.abortConnection()
 
     def _stop_write_timer(self) -> None:
@@ -512,10 +629,22 @@ class HostChannel(http.HTTPChannel):
                 self._write_timer.cancel()
             self._write_timer = None
 
-    def connectionLost(self, reason):
-        self._out = None
-        self.paused, self._buffer = False, b""  # pipelined requests left waiting are dropped
+    # -- the end
+
+    def close_timers(self) -> None:
+        """Stop every timer for good (the connection is gone, or HTTP/2 took it over)."""
         self._stop_write_timer()
-        super().connectionLost(reason)
         if self._phase_timer is not None:
             self._phase_timer.close()  # do not keep a closed connection referenced until it fires
+
+    def connectionLost(self, reason):
+        self._out = None
+        self._waiting_for_client = False
+        self.close_timers()
+        if self._pull is not None:
+            self._pull.stop()
+        tunnel, self._tunnel = self._tunnel, None
+        if tunnel is not None:
+            tunnel.connectionLost(reason)
+        for request in self.requests:
+            request.connectionLost(reason)

@@ -30,8 +30,8 @@ log = Logger()
 
 
 def _channel(protocol):
-    """The HTTP/1.1 channel or HTTP/2 connection behind Twisted's protocol switcher."""
-    return getattr(protocol, "_channel", protocol)
+    """The HTTP/1.1 channel or HTTP/2 connection behind the protocol switch (``server.HostConnection``)."""
+    return getattr(protocol, "channel", protocol)
 
 
 def _in_progress(protocol) -> list:

@@ -60,7 +60,7 @@ class Refusal(protocol.Protocol, TimeoutMixin):
     def connectionMade(self):
         log.info("refusing a connection from {peer}", peer=str(self.transport.getPeer()))
         self.transport.write(self.response)
-        linger_close(self, self.transport)
+        linger_close(self.transport, self.setTimeout)
 
     def dataReceived(self, data):
         """Read and drop the request: closing with unread data would reset the answer away."""

@@ -10,8 +10,10 @@ parsing, timeouts), both reading the ``Site`` config given here.
 
 from __future__ import annotations
 
-from twisted.web import http, server
+from twisted.internet.protocol import Protocol
+from twisted.web import server
 
+from ._compat import H2Connection
 from .bodylimit import BodyLimitRequest
 from .channel import HostChannel
 from .config import Site
@@ -25,18 +27,46 @@ class HostRequest(BodyLimitRequest, SafeErrorsRequest, DefaultHeadersRequest):
     """Every request: service body limits, error pages without internals, cheap default headers."""
 
 
-class HostConnection(http._GenericHTTPChannelProtocol):
-    """Twisted's HTTP/1.1-or-HTTP/2 switch over a ``HostChannel``; frees its slot when closed.
+class HostConnection(Protocol):
+    """One accepted connection: HTTP/1.x on a ``HostChannel``, or HTTP/2 when TLS negotiated ``h2``.
 
-    The slot is released here, not in the channel, because an HTTP/2
-    connection replaces the channel after the first bytes.
+    ALPN's answer is known with the first bytes (the TLS handshake is done by
+    then), so the switch happens there; afterwards the transport's calls go
+    straight to the chosen protocol.  The slot is released here, not in the
+    channel, because an HTTP/2 connection replaces the channel.
     """
 
     slot = None  # (ConnectionSlots, peer address)
 
+    def __init__(self, channel: HostChannel):
+        self.channel = channel  # HostChannel, or the H2Connection that replaced it
+
+    def makeConnection(self, transport):
+        self.transport = transport
+        self.channel.makeConnection(transport)
+
+    def dataReceived(self, data):
+        channel = self.channel
+        if getattr(channel.transport, "negotiatedProtocol", None) == b"h2":
+            channel = self.channel = self._http2(channel)
+        self.dataReceived = channel.dataReceived  # decided: no more look-ups
+        channel.dataReceived(data)
+
+    def _http2(self, channel: HostChannel):
+        """Twisted's ``H2Connection`` in the channel's place, with its site and clock."""
+        transport = channel.transport
+        transport.unregisterProducer()
+        channel.close_timers()
+        h2 = H2Connection()
+        h2.requestFactory, h2.site, h2.factory = channel.requestFactory, channel.site, channel.factory
+        h2.timeOut, h2.callLater = channel.site.timeOut, channel.callLater
+        h2.makeConnection(transport)
+        transport.registerProducer(h2, True)
+        return h2
+
     def connectionLost(self, reason):
         try:
-            self._channel.connectionLost(reason)
+            self.channel.connectionLost(reason)
         finally:
             slots, addr = self.slot
             slots.release(addr)
@@ -57,8 +87,6 @@ class HostSite(server.Site):
         self.finish_observers: list = []  # callables(request): access log, metrics
         self.refusal_observers: list = []  # callables(status): requests refused before routing
 
-    def protocol(self):
-        return HostConnection(HostChannel())
 
     @property
     def config(self) -> Site:
@@ -79,7 +107,12 @@ class HostSite(server.Site):
         refusal = self.slots.admit(addr, self.config)
         if refusal is not None:
             return refusal
-        protocol = super().buildProtocol(addr)
+        channel = HostChannel()
+        channel.site = channel.factory = self
+        channel.requestFactory = self.requestFactory
+        channel.callLater = self.reactor.callLater
+        protocol = HostConnection(channel)
+        protocol.factory = self
         protocol.slot = (self.slots, addr)
         self.connections.track(protocol)
         return protocol

@@ -21,9 +21,7 @@ log = Logger()
 
 def can_tunnel(request) -> bool:
     """Only an HTTP/1.1 connection can be handed over (not HTTP/2 streams)."""
-    return request.clientproto == b"HTTP/1.1" and hasattr(
-        request.channel, "_protocolUpgradeForWebsockets"
-    )
+    return request.clientproto == b"HTTP/1.1" and hasattr(request.channel, "upgrade")
 
 
 class _End(Protocol):
@@ -85,9 +83,7 @@ def open_tunnel(request, upstream, head: bytes, body: bytes, idle_timeout: float
             return
         splice.start(reactor)
         splice.upstream.transport.write(head + body)
-        early = b"".join(channel._dataBuffer)  # bytes the client sent after the request head
-        channel._dataBuffer = []
-        channel._protocolUpgradeForWebsockets(splice.client)
+        early = channel.upgrade(splice.client)  # and the bytes the client sent after the request
         if early:
             splice.upstream.transport.write(early)
         # Back-pressure: a full client socket pauses reads from the upstream

@@ -10,14 +10,13 @@ is what services see as SCRIPT_NAME.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from typing import Generic, TypeVar
 
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import unquote
 
-from .config import normalize_host
+from .http.wire import host_name
 from .logs import RequestNotes, request_id
 from .pages import ErrorPage
 
@@ -74,34 +73,9 @@ def host_from_header(value: bytes | None) -> str | None:
         return _HOST_NAMES[value]
     except KeyError:
         pass
-    name = _parse_host(value)
+    name = host_name(value)
     if len(_HOST_NAMES) < _HOST_NAMES_MAX:
         _HOST_NAMES[value] = name
-    return name
-
-
-def _parse_host(value: bytes) -> str | None:
-    try:
-        text = value.decode("ascii").strip()
-    except UnicodeDecodeError:
-        return None
-    if text.startswith("["):
-        end = text.find("]")
-        if end == -1:
-            return None
-        name, rest = text[1:end], text[end + 1 :]
-        try:
-            ipaddress.IPv6Address(name)
-        except ValueError:
-            return None
-    else:
-        name, _, port = text.partition(":")
-        rest = ":" + port if _ else ""
-    if rest and not (rest.startswith(":") and rest[1:].isdigit()):
-        return None
-    name = normalize_host(name)
-    if not name or any(c in name for c in " /\\@?#%\t"):
-        return None
     return name
 
 
