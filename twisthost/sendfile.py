@@ -23,25 +23,17 @@ from __future__ import annotations
 
 import os
 
-from twisted.internet import interfaces, tcp
+from twisted.internet import interfaces
 from twisted.python import log
-from twisted.web.http import HTTPChannel  # not http.HTTPChannel: that module is a slow deprecation proxy
 from zope.interface import implementer
 
 HAVE_SENDFILE = hasattr(os, "sendfile")
 
 
 def can_sendfile(request) -> bool:
-    """True when ``request`` is HTTP/1.x straight on a kernel socket (no TLS)."""
-    channel = request.channel
-    if not HAVE_SENDFILE or not isinstance(channel, HTTPChannel):
-        return False
-    transport = channel.transport
-    return (
-        isinstance(transport, tcp.Connection)  # also twisted.internet.unix.Server
-        and not interfaces.ISSLTransport.providedBy(transport)
-        and not transport.disconnecting
-    )
+    """True when ``request`` is HTTP/1.x straight on a kernel socket (no TLS): the channel knows."""
+    can = getattr(request.channel, "can_sendfile", None)  # HTTP/2 streams have none
+    return can is not None and can()
 
 
 @implementer(interfaces.IPushProducer)
