@@ -299,7 +299,7 @@ class InProcess:
                 then(self, protocol, transport)
                 self.upstreams.pump(client_lost)
             closed = transport.disconnecting
-            pending = len(protocol._channel.requests)  # answers still under way
+            pending = len(protocol.channel.requests)  # answers still under way
             response = transport.value()
         finally:
             if not lost:

@@ -34,7 +34,7 @@ class InProcessSite:
     def exchange(self, data: bytes) -> bytes:
         """What the server wrote back for ``data`` before the connection was dropped."""
         protocol = self.factory.buildProtocol(PEER)
-        protocol.callLater = self.clock.callLater  # the channel's timers on our clock
+        protocol.channel.callLater = self.clock.callLater  # the channel's timers on our clock
         transport = StringTransport(hostAddress=HOST, peerAddress=PEER)
         protocol.makeConnection(transport)
         try:

@@ -32,7 +32,7 @@ def environ(site) -> dict:
     factory, folder = site
     connection = factory.buildProtocol(PEER)
     connection.makeConnection(StringTransport(hostAddress=HOST, peerAddress=PEER))
-    channel = connection._channel  # the HTTP/1.1 channel the HTTP-version switch talks to
+    channel = connection.channel  # the HTTP/1.1 channel the HTTP-version switch talks to
     request = channel.requestFactory(channel)
     request.method, request.uri, request.clientproto = b"GET", b"/cgi-bin/x", b"HTTP/1.1"
     for name, value in {b"Host": b"site.test", **HEADERS}.items():
