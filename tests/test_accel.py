@@ -50,14 +50,18 @@ def tree(tmp_path_factory):
 
 
 class AccelUpstream(BaseHTTPRequestHandler):
-    """A proxied upstream that answers ``/dl/<name>`` with X-Accel-Redirect and a body to drop."""
+    """A proxied upstream that answers ``/dl/<name>`` with X-Accel-Redirect, ``/xs/<file path>``
+    with X-Sendfile of that path, and a body to drop."""
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
         body = b"the upstream's own body, never sent"
         self.send_response(201)
-        self.send_header("X-Accel-Redirect", "/protected/" + self.path.rpartition("/")[2])
+        if self.path.startswith("/xs/"):
+            self.send_header("X-Sendfile", self.path[3:])
+        else:
+            self.send_header("X-Accel-Redirect", "/protected/" + self.path.rpartition("/")[2])
         self.send_header("Content-Disposition", "attachment")
         self.send_header("X-Upstream-Only", "dropped")
         self.send_header("Content-Length", str(len(body)))
@@ -274,6 +278,83 @@ def test_a_proxy_with_accel_off_relays_the_upstream_answer_without_the_header(se
     assert (status, body) == (201, b"the upstream's own body, never sent")
     assert headers["X-Upstream-Only"] == "dropped" and headers["Content-Disposition"] == "attachment"
     assert "X-Accel-Redirect" not in headers  # the internal path is not shown either
+
+
+# --------------------------------------------------------------------------- X-Sendfile
+
+
+def sendfile(server, path, host="files.test", **headers):
+    return get(server, "/sendfile?path=" + _quote(str(path)), host=host, **headers)
+
+
+def test_x_sendfile_serves_a_file_under_an_internal_root(server, tree):
+    status, headers, body = sendfile(server, tree / "private" / "report.txt")
+    assert (status, body) == (200, b"quarterly numbers\n")
+    assert headers["Content-Type"] == "text/plain; charset=utf-8" and headers["ETag"]
+    assert headers["Content-Disposition"] == "attachment" and headers["Cache-Control"] == "max-age=60"
+    assert "X-Sendfile" not in headers and "X-App-Only" not in headers
+    status, headers, body = sendfile(server, tree / "private" / "sub" / "nested.txt", Range="bytes=0-2")
+    assert (status, body) == (206, b"nes") and "X-Sendfile" not in headers
+
+
+def test_x_sendfile_of_a_big_file_rides_sendfile(server, tree):
+    before = sendfile_bytes(tree)
+    status, headers, size, digest = download(
+        server.port, "/sendfile?path=" + _quote(str(tree / "private" / "big.bin")), "files.test")
+    assert (status, size, digest) == (200, BIG, sha((tree / "private" / "big.bin").read_bytes()))
+    assert sent_since(tree, before, BIG) == BIG and "X-Sendfile" not in headers
+
+
+@pytest.mark.parametrize("name", [
+    "outside.txt",                    # outside every root
+    "www/small.txt",                  # under a Static that is not internal
+    "www/big.bin",                    # a link into the internal root, named outside it
+    "elsewhere/report.txt",           # another host's internal root
+    "private/../outside.txt",         # traversal, however it would resolve
+    "private/sub/../report.txt",
+    "private/./report.txt",
+    "private",                        # the root itself, and folders: a file is named
+    "private/",
+    "private/sub",
+    "relative",                       # not an absolute path: 'private/report.txt' from the server's folder
+    "empty",
+])
+def test_x_sendfile_outside_the_internal_roots_is_500_and_logged(server, tree, name):
+    path = {"relative": "private/report.txt", "empty": ""}.get(name, f"{tree}/{name}")
+    status, headers, body = sendfile(server, path)
+    assert status == 500 and body.startswith(b"500 Internal Server Error"), body
+    assert SECRET not in body and b"quarterly" not in body and b"small" not in body
+    assert "X-Sendfile" not in headers and "Content-Disposition" not in headers
+    _wait_for_log(server, f"X-Sendfile to {path!r} for GET /sendfile?path=")
+
+
+@pytest.mark.parametrize("name", ["private/.secret", "private/missing.txt", "private/sub/%2e%2e"])
+def test_x_sendfile_under_the_root_is_judged_by_the_static(server, tree, name):
+    status, headers, body = sendfile(server, f"{tree}/{name}")
+    assert status == 404 and SECRET not in body and "X-Sendfile" not in headers
+    _wait_for_log(server, f"X-Sendfile to {str(tree / name)!r}")
+
+
+def test_x_sendfile_only_searches_the_requests_own_host(server, tree):
+    status, _, body = sendfile(server, tree / "elsewhere" / "report.txt", host="lonely.test")
+    assert status == 500 and b"another host" not in body
+
+
+def test_x_accel_redirect_wins_over_x_sendfile(server, tree):
+    status, headers, body = get(server, "/sendfile?path=" + _quote(str(tree / "outside.txt"))
+                                + "&to=/protected/report.txt")
+    assert (status, body) == (200, b"quarterly numbers\n") and "X-Sendfile" not in headers
+
+
+def test_a_proxied_upstream_can_x_sendfile_and_accel_off_hides_it(server, tree):
+    path = f"/xs{tree}/private/report.txt"
+    status, headers, body = get(server, path, host="proxied.test")
+    assert (status, body) == (200, b"quarterly numbers\n") and "X-Sendfile" not in headers
+    status, headers, body = get(server, f"/xs{tree}/outside.txt", host="proxied.test")
+    assert status == 500 and SECRET not in body and "X-Sendfile" not in headers
+    status, headers, body = get(server, path, host="ignoring.test")
+    assert (status, body) == (201, b"the upstream's own body, never sent")
+    assert "X-Sendfile" not in headers and headers["X-Upstream-Only"] == "dropped"
 
 
 def _quote(text: str) -> str:

@@ -18,9 +18,20 @@ As nginx does it:
   in :data:`KEPT` stay (nginx's list), the rest come from the file;
 - the file is fetched as a GET (a HEAD stays a HEAD), with the client's
   Range and conditional headers.
+
+``X-Sendfile: /srv/private/report.pdf`` (Apache's mod_xsendfile, lighttpd) names
+the file by its filesystem path instead.  It is honoured only for a file under
+the root of one of the host's ``Static(internal=True)`` routes, which then
+serves it as above (the root plays ``XSendFilePath``'s part); any other path,
+a relative one or one with a ``.``/``..`` segment, is refused with a 500 and an
+error log line, since it is the application that is wrong, not the client.
+The header itself, carrying a path of the server's, never reaches a client.
+When an answer has both headers, ``X-Accel-Redirect`` wins.
 """
 
 from __future__ import annotations
+
+import os
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -31,37 +42,54 @@ from .static import StaticResource
 log = Logger()
 
 HEADER = b"x-accel-redirect"
+#: Names a file by its filesystem path (mod_xsendfile, lighttpd).
+SENDFILE = b"x-sendfile"
+#: The headers that hand an answer to an internal ``Static``, in the order they win.
+HEADERS = (HEADER, SENDFILE)
 #: Application headers that stay on the file's response (nginx keeps the same ones).
 KEPT = frozenset((b"set-cookie", b"content-disposition", b"cache-control", b"expires"))
 
 _NOT_FOUND = ErrorPage(404, "Not found.")
+_NOT_ALLOWED = ErrorPage(500, "The application named a file it may not send.")
 #: Answers that mean the target was refused or missing (412, 416, 304 are the client's conditions).
-_REFUSED = frozenset((400, 403, 404))
+_REFUSED = frozenset((400, 403, 404, 500))
 
 
-def target_of(headers) -> bytes | None:
-    """The ``X-Accel-Redirect`` value among ``[(name, value), ...]`` (bytes), if any."""
+def target_of(headers) -> tuple[bytes, bytes] | None:
+    """``(header, value)`` of the hand-off among ``[(name, value), ...]`` (bytes), if any.
+
+    ``header`` is one of :data:`HEADERS` (lower case); ``X-Accel-Redirect`` wins.
+    """
+    found = None
     for name, value in headers:
-        if len(name) == 16 and name.lower() == HEADER:
-            return value
-    return None
+        if len(name) in (10, 16):
+            lower = name.lower()
+            if lower == HEADER:
+                return HEADER, value
+            if lower == SENDFILE and found is None:
+                found = SENDFILE, value
+    return found
 
 
-def hand_off(request, target: bytes, headers, source: str) -> None:
-    """Answer ``request`` with the file ``target`` names, keeping the :data:`KEPT` ``headers``.
+def hand_off(request, target: tuple[bytes, bytes], headers, source: str) -> None:
+    """Answer ``request`` with the file ``target`` (:func:`target_of`) names, keeping the
+    :data:`KEPT` ``headers``.
 
     ``source`` names the application in log lines.  Finishes the request.
     """
+    header, value = target
     kept = [(name, value) for name, value in headers if name.lower() in KEPT]
+    find = _internal_file if header == HEADER else _sent_file
     try:
-        request.render(_internal_file(request, target.strip(), kept))
+        request.render(find(request, value.strip(), kept))
     except Exception:
         request.processingFailed(Failure())
         return
     if request.code in _REFUSED:
         log.error(
-            "{source}: X-Accel-Redirect to {target!r} for {method} {uri} answered {code}",
-            source=source, target=target.decode("latin-1"), code=request.code,
+            "{source}: {header} to {target!r} for {method} {uri} answered {code}",
+            source=source, header="X-Accel-Redirect" if header == HEADER else "X-Sendfile",
+            target=value.decode("latin-1"), code=request.code,
             method=request.method.decode("latin-1"), uri=request.uri.decode("latin-1"),
         )
 
@@ -73,6 +101,29 @@ def _internal_file(request, target: bytes, kept: list):
     if found is None or not isinstance(found[0], StaticResource) or not found[0].config.internal:
         return _NOT_FOUND  # logged by hand_off with the 404
     return _InternalFile(*found, kept)
+
+
+def _sent_file(request, path: bytes, kept: list):
+    """The resource that serves the file at ``path``: an internal ``Static``'s, or a 500 page."""
+    names = path.split(b"/")
+    if not path.startswith(b"/") or b"." in names or b".." in names or not names[-1] or os.path.isdir(path):
+        return _NOT_ALLOWED  # a file, named absolutely and plainly: a folder would get its index or a 301
+    table_for = getattr(request.site.resource, "table_for", None)
+    routes = getattr(table_for(request)[0], "routes", ()) if table_for is not None else ()
+    for _, static, _ in routes:
+        if isinstance(static, StaticResource) and static.config.internal:
+            segments = _below(static, path)
+            if segments is not None:
+                return _InternalFile(static, segments, kept)
+    return _NOT_ALLOWED  # logged by hand_off with the 500
+
+
+def _below(static: StaticResource, path: bytes) -> list[bytes] | None:
+    """The segments of ``path`` below ``static``'s root (as written or resolved), or None."""
+    for root in {os.fsencode(static.root), os.fsencode(os.path.normpath(static.config.root))}:
+        if path.startswith(root + b"/"):
+            return path[len(root) + 1:].split(b"/")
+    return None
 
 
 class _InternalFile:

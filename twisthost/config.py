@@ -468,7 +468,7 @@ class Proxy(Service):
     verify: bool = option(True, doc="Verify https:// upstream certificates and host names.")
     ca: Any = option(None, doc="PEM file of the CA that signs https:// upstreams (instead of the system store).")
     websocket: bool = option(True, doc="Tunnel 'Connection: Upgrade' requests (WebSocket); False answers them as plain requests.")
-    accel: bool = option(True, doc="Honour X-Accel-Redirect from upstreams: an internal Static of this host serves the named file (nginx's default). False: the header is dropped and the upstream's own answer relayed (nginx's proxy_ignore_headers plus proxy_hide_header).")
+    accel: bool = option(True, doc="Honour X-Accel-Redirect and X-Sendfile from upstreams: an internal Static of this host serves the named file (nginx's default). False: both headers are dropped and the upstream's own answer relayed (nginx's proxy_ignore_headers plus proxy_hide_header).")
 
     def check(self) -> None:
         if isinstance(self.upstreams, str):

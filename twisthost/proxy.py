@@ -143,7 +143,7 @@ class Exchange:
         self.conn = None  # the upstream connection carrying this try
         self.opening = None  # a LazyTimer for the try's deadline while its connection is being opened
         self.receiving = False  # the response head is in: the timer watches the body
-        self.accel = None  # (target, headers) of an X-Accel-Redirect answer: its body is dropped
+        self.accel = None  # (target, headers) of an X-Accel-Redirect or X-Sendfile answer: its body is dropped
         self.timed_out = self.gone = self.retried_stale = False
         self.deadline = self.reactor.seconds() + config.try_duration
         self.sent_at = 0.0

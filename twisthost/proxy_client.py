@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import _ChunkedTransferDecoder, _IdentityTransferDecoder
 
 from .accel import HEADER as ACCEL_HEADER
+from .accel import HEADERS as ACCEL_HEADERS
 from .directsend import is_plain_socket, send_now
 from .lazytimer import LazyTimer
 
@@ -43,8 +44,8 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NAMES: dict = {}  # header names seen and found valid -> lower case (a few dozen in practice)
 _MAX_NAMES = 1000
 _NO_BODY_STATUS = frozenset({204, 304})
-# Names Head looks at: framing, and the internal redirect (twisthost.accel).
-_FRAMING = frozenset({b"connection", b"content-length", b"transfer-encoding", ACCEL_HEADER})
+# Names Head looks at: framing, and the hand-offs to an internal Static (twisthost.accel).
+_FRAMING = frozenset({b"connection", b"content-length", b"transfer-encoding", *ACCEL_HEADERS})
 SURPLUS_IDLE = 1.0  # seconds an idle connection beyond ``keepalive`` is kept (UpstreamPool.release)
 
 
@@ -84,7 +85,9 @@ class Head:
     header line as received (checked: a token, a colon, no CR or LF), so
     that what crosses to a client can be relayed as it came; values are
     taken out of lines only where needed (:func:`field`).  ``accel`` is the
-    value of the internal redirect header (:mod:`twisthost.accel`), if any.
+    ``(header, value)`` of a hand-off to an internal ``Static`` (as
+    :func:`twisthost.accel.target_of` finds it: ``X-Accel-Redirect`` wins over
+    ``X-Sendfile``), if any.
     """
 
     __slots__ = ("version", "status", "phrase", "headers", "connection", "length", "chunked", "keep",
@@ -117,8 +120,8 @@ class Head:
                     lengths.append(value)
                 elif lower == b"transfer-encoding":
                     codings.append(value)
-                elif self.accel is None:
-                    self.accel = value
+                elif self.accel is None or (lower == ACCEL_HEADER and self.accel[0] != ACCEL_HEADER):
+                    self.accel = (lower, value)
             headers.append((lower, line))
         self.connection = connection_tokens(connection)
         # Kept alive unless told otherwise; a length next to a coding is a

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from twisted.web.http_headers import Headers
 
-from .accel import HEADER as ACCEL_HEADER
+from .accel import HEADERS as ACCEL_HEADERS
 from .forwarded import Client
 from .proxy_client import connection_tokens, field
 
@@ -174,8 +174,8 @@ class ResponseRules:
 
     def __init__(self, config):
         rules = [(name, value) for name, value in config.headers_down or () if name not in HOP_BY_HOP]
-        if not config.accel:  # an internal redirect not honoured is not shown either
-            rules.append((ACCEL_HEADER, None))
+        if not config.accel:  # a hand-off not honoured is not shown either (X-Sendfile holds a path)
+            rules += [(name, None) for name in ACCEL_HEADERS]
         self.ruled = frozenset(name for name, _ in rules)
         added = Headers()  # for the names' usual spelling ("X-Frame-Options"), as Headers writes them
         if config.via and b"via" not in self.ruled:

@@ -18,8 +18,8 @@ control, its pool queue is unbounded, and a stop can deadlock.  Here:
   never makes us buffer a big response in memory;
 - ``timeout=`` answers 504, logs the stack of the stuck thread and discards
   what the thread produces later; no thread or process is killed;
-- a response with ``X-Accel-Redirect`` is handed to an internal ``Static``
-  (:mod:`twisthost.accel`) instead of sending the app's body;
+- a response with ``X-Accel-Redirect`` or ``X-Sendfile`` is handed to an
+  internal ``Static`` (:mod:`twisthost.accel`) instead of sending the app's body;
 - a ``wsgi.file_wrapper`` around a regular file is not read by the thread:
   on a plain TCP connection the reactor sends it with ``sendfile(2)``
   (:mod:`twisthost.sendfile`), and a HEAD answer skips it altogether.
@@ -281,7 +281,7 @@ class Exchange:
         self.mailbox = resource.pool.mailbox
         self.head = None  # (code, reason, [(name, value)]) once start_response was called
         self.head_sent = False
-        self.accel = None  # the X-Accel-Redirect target, when the head names one
+        self.accel = None  # (header, value) of an X-Accel-Redirect or X-Sendfile head (accel.target_of)
         self.sendfile = can_sendfile(request)
         self.running = False
         self.posted = self.written = 0
@@ -444,8 +444,8 @@ class Exchange:
             if held:
                 channel.send_held()
 
-    def _hand_off(self, head, target: bytes) -> None:
-        """X-Accel-Redirect: the internal Static answers instead of the app."""
+    def _hand_off(self, head, target: tuple[bytes, bytes]) -> None:
+        """X-Accel-Redirect or X-Sendfile: the internal Static answers instead of the app."""
         if self.closed:
             return
         self._close()

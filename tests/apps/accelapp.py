@@ -1,4 +1,4 @@
-"""Apps that hand their body to the host: X-Accel-Redirect (Flask) and wsgi.file_wrapper (raw).
+"""Apps that hand their body to the host: X-Accel-Redirect and X-Sendfile (Flask), wsgi.file_wrapper (raw).
 
 Files are read from ``www/`` in the server's working folder (the test's
 site.py folder).  ``accel_app`` runs behind ``wsgiref.validate``; the
@@ -35,6 +35,18 @@ def raw():
     """Redirect to exactly the ``to`` query value (bad targets for the refusal tests)."""
     response = Response("app body")
     response.headers["X-Accel-Redirect"] = request.args["to"]
+    return response
+
+
+@flask_app.get("/sendfile")
+def sendfile():
+    """``X-Sendfile`` of exactly the ``path`` query value, and ``X-Accel-Redirect`` of ``to`` if given."""
+    response = Response("the app's own body, never sent", status=202, mimetype="text/html")
+    response.headers["X-Sendfile"] = request.args["path"]
+    if "to" in request.args:
+        response.headers["X-Accel-Redirect"] = request.args["to"]
+    response.headers["Content-Disposition"] = "attachment"
+    response.headers["X-App-Only"] = "dropped"
     return response
 
 
