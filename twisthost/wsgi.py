@@ -27,6 +27,7 @@ control, its pool queue is unbounded, and a stop can deadlock.  Here:
 
 from __future__ import annotations
 
+import inspect
 import os
 import stat
 import threading
@@ -65,7 +66,26 @@ def build_wsgi(config, context) -> "WSGIApp":
             config.where,
             "point at the callable app(environ, start_response), or a factory with '()'",
         )
+    if is_async(app):
+        raise ConfigError(
+            f"WSGI({config.target!r}) is an async callable (an ASGI app?): WSGI() calls it from a "
+            "thread and every request would fail",
+            config.where,
+            "ASGI apps are not supported by WSGI(); an ASGI() service is planned. Until then mount the "
+            "framework's WSGI app (Django: get_wsgi_application), or run the ASGI app under an ASGI "
+            "server such as uvicorn and mount Proxy('http://127.0.0.1:PORT')",
+        )
     return WSGIApp(app, _pool_for(config, context), config, context)
+
+
+def is_async(app) -> bool:
+    """Is ``app`` a coroutine function, or an object whose ``__call__`` is one (Starlette,
+    FastAPI, Django's ASGIHandler)?  Such an app returns a coroutine, not an iterable: a WSGI
+    server can only fail each request with it.  ASGI 2's double callable is not seen here."""
+    if inspect.iscoroutinefunction(app):
+        return True
+    call = getattr(type(app), "__call__", None)
+    return not inspect.isroutine(app) and not inspect.isclass(app) and inspect.iscoroutinefunction(call)
 
 
 def _pool_for(config, context) -> WorkerPool:
