@@ -151,6 +151,7 @@ class RequestReader:
         self._received = 0  # body bytes of this request so far
         self._body_limit: int | None = None
         self._trailers: list | None = None
+        self._trailer_bytes = 0  # bytes of this message's trailer lines so far, CRLFs included
         self._end_pending = False  # the message is read; its EndOfMessage is not yet returned
 
     # -- the table
@@ -366,22 +367,26 @@ class RequestReader:
         line = buffer if end == -1 else buffer[:end]
         digits = _HEX.match(line).end()
         # Judge the size as soon as its digits are in, before its line or data arrive.
-        if digits > _MAX_CHUNK_HEX:
+        # Leading zeros are still 1*HEXDIG (RFC 9112 7.1): only the others count.
+        if len(line[:digits].lstrip(b"0")) > _MAX_CHUNK_HEX:
             raise self._refuse(400, "A chunk size beyond 64 bits.")
         if digits:
             self._check_body_size(int(line[:digits], 16))
         if end == -1:
-            if len(buffer) > MAX_CHUNK_LINE:
+            # A CR at the end may be the first half of the line's own CRLF.
+            if len(buffer) - buffer.endswith(b"\r") > MAX_CHUNK_LINE:
                 raise self._refuse(400, "The chunk size line is too long.")
             if b"\n" in buffer or b"\r" in buffer[:-1]:
                 raise self._refuse(400, "Malformed chunk size line.")
             return False
-        if end > MAX_CHUNK_LINE or not _CHUNK_LINE.match(line):
+        if end > MAX_CHUNK_LINE:
+            raise self._refuse(400, "The chunk size line is too long.")
+        if not _CHUNK_LINE.match(line):
             raise self._refuse(400, "Malformed chunk size line.")
         self._buffer = buffer[end + 2:]
         size = int(line[:digits], 16)
         if size == 0:
-            self._trailers = []
+            self._trailers, self._trailer_bytes = [], 0
             self._move("last-chunk")
         else:
             self._remaining = size
@@ -395,7 +400,11 @@ class RequestReader:
             raise self._refuse(413, f"The request body is larger than {limit} bytes.")
 
     def _read_trailer(self) -> bool:
-        """Trailer field lines until the blank line (RFC 9112 7.1.2), within the head limits."""
+        """Trailer field lines until the blank line (RFC 9112 7.1.2), within the head limits.
+
+        The lines are counted as a head's are, as sent (CRLFs included), so
+        the answer does not depend on where the bytes were cut.
+        """
         limits = self.limits
         while True:
             buffer = self._buffer
@@ -404,7 +413,7 @@ class RequestReader:
                 tail = buffer[:-1] if buffer.endswith(b"\r") else buffer
                 if b"\r" in tail or b"\n" in tail:
                     raise self._refuse(400, "Lines must end with CRLF.")
-                if len(buffer) > limits.max_header_size:
+                if tail and self._trailer_bytes + len(tail) + 2 > limits.max_header_size:
                     raise self._refuse(431, "The trailer fields are too large.")
                 return False
             line, self._buffer = buffer[:end], buffer[end + 2:]
@@ -412,14 +421,16 @@ class RequestReader:
                 return True
             if b"\r" in line or b"\n" in line:
                 raise self._refuse(400, "Lines must end with CRLF.")
+            self._trailer_bytes += end + 2
+            if self._trailer_bytes > limits.max_header_size:
+                raise self._refuse(431, "The trailer fields are too large.")
             try:
                 field = field_line(line)
             except BadRequest as error:
                 raise self._refuse(error.status, error.detail) from None
             trailers = self._trailers
             trailers.append(field)
-            if len(trailers) > limits.max_headers or sum(len(n) + len(v) + 4 for n, v in trailers) \
-                    > limits.max_header_size:
+            if len(trailers) > limits.max_headers:
                 raise self._refuse(431, "The trailer fields are too large.")
 
 
