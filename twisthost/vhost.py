@@ -210,11 +210,14 @@ class VirtualHosts(Resource):
         table, name = self.table_for(request)
         if not isinstance(table, RouteTable):
             return table
+        found = table.match_route(_without_trailing_slash(request.postpath))
         if table.guard is not None:
             answer = table.guard(request, name)
             if answer is not None:
+                # The host answered for the route (the https redirect): logged, counted
+                # and identified as that route's requests are.
+                request.notes = table.notes(found[2] if found else "", request_id(request))
                 return answer
-        found = table.match_route(_without_trailing_slash(request.postpath))
         if found is None:
             return _NO_ROUTE
         resource, size, route = found
