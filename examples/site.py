@@ -29,7 +29,7 @@ site = Site(
         # HTTPS only: plain HTTP gets 308 to https://secure.localhost:8443, HTTPS gets HSTS.
         Host("secure.localhost", Resource("demo_resources:hello"), https_redirect=True, hsts=True),
         # A reverse proxy (docs/proxy.md). Its upstream is this same demo on port 8080,
-        # asked for app.localhost, so it runs with nothing else started:
+        # asked for app.localhost (its health checks too), so it runs with nothing else started:
         #   curl -i http://proxy.localhost:8080/    (see the X-Forwarded-* the app gets)
         Host("proxy.localhost", Proxy(
             "http://127.0.0.1:8080", host="app.localhost", via=True,

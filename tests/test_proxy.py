@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from conftest import Server, config_error, free_port, write_site
+from conftest import Server, config_error, free_port, wait_until, write_site
 from proxy_upstream import Upstream, hanging_server
 
 
@@ -367,3 +367,42 @@ def test_config_mistakes_point_at_the_line(tmp_path, source, message):
     """)
     assert "site.py:5" in text
     assert message in text
+
+
+def test_health_checks_ask_the_proxys_host_and_leave_no_log_lines(tmp_path):
+    """As the demo does: a Proxy to this same server, host= naming one of its sites. The checks
+    must reach that site (not the default host, whose numbers they used to inflate) and not log
+    Twisted's "Starting factory"/"Stopping factory" for each check's connection."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port, admin = free_port(), free_port()
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "healthz").write_text("ok\n")
+    config = write_site(tmp_path, f"""
+        from twisthost import Site, Host, Proxy, HealthCheck, Static
+        site = Site(hosts=[
+            Host("app.test", Static("www")),
+            Host("proxy.test", Proxy("http://127.0.0.1:{port}", host="app.test",
+                                     health=HealthCheck("/healthz", interval=0.1))),
+        ], default=Host(Static("www")), admin="tcp:{admin}:interface=127.0.0.1")
+    """)
+    server = Server(config, port)
+    try:
+        def requests_by_host() -> dict:
+            conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=10)
+            conn.request("GET", "/metrics")
+            body = conn.getresponse().read().decode()
+            conn.close()
+            found = collections.Counter()
+            for family in text_string_to_metric_families(body):
+                for sample in family.samples:
+                    if sample.name == "twisthost_requests_total":
+                        found[sample.labels["host"]] += sample.value
+            return found
+
+        wait_until(lambda: requests_by_host()["app.test"] >= 10, what="10 health checks of app.test")
+        assert requests_by_host()["(default)"] == 0
+        checks = [line for line in server.log().splitlines() if "_HTTP11ClientFactory" in line]
+        assert checks == []  # was "Starting factory" and "Stopping factory" per check
+    finally:
+        server.stop()

@@ -410,7 +410,7 @@ class HealthCheck(Spec):
     expect_status: int = option(200, doc="The status code a healthy upstream answers.")
     passes: int = option(2, doc="Good checks in a row that bring a down upstream back.")
     fails: int = option(2, doc="Failed checks in a row that take an upstream out.")
-    host: Any = option(None, doc="Host header of the checks; default: the upstream's own host:port.")
+    host: Any = option(None, doc="Host header of the checks; default: the Proxy's host= (the Host its requests are sent with), else the upstream's own host:port.")
 
     def check(self) -> None:
         path = self.want("path", str, "a path like '/healthz'")

@@ -21,18 +21,27 @@ log = Logger()
 
 
 class HealthChecker(TimerService):
-    """Check all ``upstreams`` every ``config.interval`` seconds through ``agent``."""
+    """Check all ``upstreams`` every ``config.interval`` seconds through ``agent``.
 
-    def __init__(self, config, upstreams, agent, reactor):
+    The checks' Host is ``HealthCheck(host=)``, else ``proxy_host``, the Host the
+    ``Proxy`` sends its requests with (as NGINX Plus checks with the location's
+    ``proxy_set_header Host``), else the upstream's own host:port: a virtual-host
+    upstream (twisthost itself, nginx) then checks the site the proxy serves, not
+    whichever answers its default host.
+    """
+
+    def __init__(self, config, upstreams, agent, reactor, proxy_host: str | None = None):
         super().__init__(config.interval, self.check_all)
         self.clock = reactor
         self.config, self.upstreams, self.agent = config, upstreams, agent
+        host = config.host or proxy_host
+        self.host = host.encode("idna") if host else None
 
     def check_all(self):
         return defer.DeferredList([self.check(upstream) for upstream in self.upstreams])
 
     def check(self, upstream):
-        host = self.config.host.encode("idna") if self.config.host else upstream.netloc
+        host = self.host or upstream.netloc
         url = upstream.origin + self.config.path.encode("ascii")
         d = self.agent.request(b"GET", url, Headers({b"host": [host]}))
         d.addCallback(lambda response: readBody(response).addCallback(lambda _: response.code))

@@ -73,6 +73,7 @@ class Gateway(Service):
         self.checker = HealthChecker(
             config.health, self.upstreams,
             Agent.usingEndpointFactory(reactor, UpstreamEndpoints(self.upstreams)), reactor,
+            proxy_host=config.host,
         ) if config.health else None
 
     def startService(self):

@@ -17,7 +17,7 @@ from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import (
     HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint, wrapClientTLS,
 )
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -112,7 +112,24 @@ class UpstreamEndpoints:
             self.by_origin[(parts.scheme, parts.hostname, port)] = upstream.endpoint
 
     def endpointForURI(self, uri):
-        return self.by_origin[(uri.scheme, uri.host, uri.port)]
+        return _QuietEndpoint(self.by_origin[(uri.scheme, uri.host, uri.port)])
+
+
+@implementer(IStreamClientEndpoint)
+class _QuietEndpoint:
+    """An upstream's endpoint that makes the factories it connects quiet.
+
+    ``Agent`` builds a factory per connection, and a factory logs "Starting
+    factory" and "Stopping factory" around each one: two info lines per
+    health check, nearly the whole log of a host with ``interval=1``.
+    """
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+
+    def connect(self, factory):
+        factory.noisy = False
+        return self.endpoint.connect(factory)
 
 
 def tcp_endpoint(reactor, host: str, port: int, timeout: float):
