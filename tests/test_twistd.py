@@ -210,3 +210,22 @@ def test_the_reactor_is_twisteds_default_unless_twistd_is_told_otherwise(option,
         proc.terminate()
         proc.wait(10)
         upstream.stop()
+
+
+def test_listen_dropping_the_tls_listener_warns_about_the_https_redirects(tmp_path, serve):
+    """``--listen`` (the serve fixture always gives one) replaces the config's TLS listener
+    too; hosts with https_redirect still send clients to its port: said once at start."""
+    from conftest import ROOT
+    tls = ROOT / "examples" / "tls"
+    server = serve(f"""
+        from twisthost import TLS, Host, Redirect, Site
+        site = Site(listen=["tcp:8080", TLS("tcp:8443", cert={str(tls / "localhost.pem")!r},
+                                            key={str(tls / "localhost.key")!r})],
+                    hosts=[Host("secure.localhost", Redirect("/x"), https_redirect=True),
+                           Host("plain.localhost", Redirect("/x"))])
+    """)
+    status, headers, _ = server.request(host="secure.localhost")
+    assert status == 308 and headers["Location"] == "https://secure.localhost:8443/"  # still
+    log = server.log()
+    assert log.count("--listen replaces every listener of the config, its TLS ones too") == 1
+    assert "secure.localhost to port 8443" in log and "plain.localhost" not in log

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from .config import check_endpoint
@@ -17,6 +18,9 @@ from .importing import mark_site_free
 from .loader import load
 from .logs import use_json_error_log
 from .service import HostService, prepare
+from .tls import redirects_without_tls
+
+log = Logger()
 
 
 class Options(usage.Options):
@@ -68,6 +72,10 @@ def makeService(options: Options):
     # twistd keeps its options for the life of the process: taken out of them,
     # the start-up config is freed when a reload replaces it.
     prepared, options.prepared = options.prepared, None
+    if listen:
+        warning = redirects_without_tls(prepared.site)
+        if warning:
+            log.warn("{warning}", warning=warning)
     if prepared.site.uses_master():
         from .workers import Master
 

@@ -400,12 +400,43 @@ def describe(listeners: dict[str, ListenerTLS]) -> list[str]:
 
 def https_port(site: c.Site) -> int:
     """The port of the first TCP ``TLS(...)`` listener, for redirects; 443 without one."""
+    ports = tls_ports(site)
+    return ports[0] if ports else 443
+
+
+def tls_ports(site: c.Site) -> list[int]:
+    """The ports of the TCP ``TLS(...)`` listeners of ``site``, in order."""
+    ports = []
     for item in site.listen:
         if isinstance(item, c.TLS):
             found = re.match(r"^tcp6?:(?:port=)?(\d+)(:|$)", item.endpoint)
             if found:
-                return int(found.group(1))
-    return 443
+                ports.append(int(found.group(1)))
+    return ports
+
+
+def redirects_without_tls(site: c.Site) -> str | None:
+    """The warning for ``--listen`` replacing ``site``'s listeners, or None.
+
+    ``--listen`` takes endpoint strings only, so the config's ``TLS(...)``
+    listeners are gone, while ``https_redirect`` hosts still send plain-HTTP
+    clients to their ports: the redirects lead nowhere.  Only redirects to a
+    port of a dropped listener are named; one to a port the config did not
+    serve either (a TLS proxy in front) is not this override's doing.
+    """
+    dropped = tls_ports(site)
+    stranded: dict[int, list[str]] = {}
+    for host in site.hosts:
+        if host.https_redirect:
+            port = host.https_redirect if type(host.https_redirect) is int else https_port(site)
+            if port in dropped:
+                stranded.setdefault(port, []).append(host.name)
+    if not stranded:
+        return None
+    where = "; ".join(f"{', '.join(names)} to port {port}" for port, names in sorted(stranded.items()))
+    return ("--listen replaces every listener of the config, its TLS ones too, but https_redirect "
+            f"hosts still send plain-HTTP clients to HTTPS ports nothing listens on now: {where}. "
+            "Leave out --listen, or start another process serving those ports")
 
 
 def host_guard(host: c.Host, site: c.Site):
