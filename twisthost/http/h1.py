@@ -153,6 +153,7 @@ class RequestReader:
         self._trailers: list | None = None
         self._trailer_bytes = 0  # bytes of this message's trailer lines so far, CRLFs included
         self._end_pending = False  # the message is read; its EndOfMessage is not yet returned
+        self._scan = (0, 0, 0)  # an unfinished head: (offset, header bytes, lines) judged so far
 
     # -- the table
 
@@ -233,7 +234,9 @@ class RequestReader:
             if not buffer or buffer == b"\r":
                 return NEED_DATA
             self._move("request-line-begins")
-        end = buffer.find(b"\r\n\r\n")
+            self._scan = (0, 0, 0)
+        # The blank line can only follow the CRLF of the last line judged (see _check_partial).
+        end = buffer.find(b"\r\n\r\n", max(self._scan[0] - 2, 0))
         if end == -1:
             self._check_partial(buffer)
             return NEED_DATA
@@ -272,37 +275,52 @@ class RequestReader:
             raise self._refuse(error.status, error.detail) from None
 
     def _check_partial(self, buffer: bytes) -> None:
-        """Refuse an unfinished head now if it already breaks a rule, rather than at its timeout."""
-        lines = buffer.split(b"\r\n")
-        self._walk_lines(lines[:-1])
-        tail = lines[-1]
+        """Refuse an unfinished head now if it already breaks a rule, rather than at its timeout.
+
+        Only the bytes that arrived since the last call are looked at (the
+        complete lines judged so far are remembered in ``_scan``), so a head
+        trickled in byte by byte costs linear time, not quadratic.
+        """
+        offset, header_bytes, number = self._scan
+        while True:
+            end = buffer.find(b"\r\n", offset)
+            if end == -1:
+                break
+            header_bytes = self._judge_line(buffer[offset:end], number, header_bytes)
+            number, offset = number + 1, end + 2
+        self._scan = (offset, header_bytes, number)
+        tail = buffer[offset:]
         if tail.endswith(b"\r"):  # maybe the first half of a CRLF
             tail = tail[:-1]
         if b"\r" in tail or b"\n" in tail:
             raise self._refuse(400, "Lines must end with CRLF.")
-        limits = self.limits
-        if len(lines) == 1:
-            if len(tail) > limits.max_request_line:
-                raise self._refuse(414, "The request line is too long.")
-        elif len(buffer) - len(lines[0]) - 3 > limits.max_header_size:
-            raise self._refuse(431, "The request header fields are too large.")
+        if tail:  # the line it begins counts as soon as it is sure to exceed a limit
+            self._judge_line(tail, number, header_bytes)
 
     def _walk_lines(self, lines: list[bytes]) -> None:
         """The line-by-line judgement of the limits and line ends, in the order the lines came."""
-        limits = self.limits
         header_bytes = 0
         for number, line in enumerate(lines):
-            if b"\r" in line or b"\n" in line:
-                raise self._refuse(400, "Lines must end with CRLF.")
-            if number == 0:
-                if len(line) > limits.max_request_line:
-                    raise self._refuse(414, "The request line is too long.")
-                continue
-            header_bytes += len(line) + 2
-            if header_bytes > limits.max_header_size:
-                raise self._refuse(431, "The request header fields are too large.")
-            if number > limits.max_headers:
-                raise self._refuse(431, "Too many request header fields.")
+            header_bytes = self._judge_line(line, number, header_bytes)
+
+    def _judge_line(self, line: bytes, number: int, header_bytes: int) -> int:
+        """Line ``number`` of a head (0: the request line): its end, then the limits it reaches.
+
+        Returns the header bytes counted with it (CRLFs included).
+        """
+        limits = self.limits
+        if b"\r" in line or b"\n" in line:
+            raise self._refuse(400, "Lines must end with CRLF.")
+        if number == 0:
+            if len(line) > limits.max_request_line:
+                raise self._refuse(414, "The request line is too long.")
+            return 0
+        header_bytes += len(line) + 2
+        if header_bytes > limits.max_header_size:
+            raise self._refuse(431, "The request header fields are too large.")
+        if number > limits.max_headers:
+            raise self._refuse(431, "Too many request header fields.")
+        return header_bytes
 
     # -- bodies
 
