@@ -309,7 +309,7 @@ class HostChannel(Protocol):
         self.head = head
         self.persistent = head.version == b"HTTP/1.1"
         lane = self.site.lane
-        if lane is not None and not head.length and not head.chunked:
+        if lane is not None:  # lanes take only GET/HEAD without a body (lane_request decides)
             request = lane(self, head)
             if request is not None:  # a plain GET of a cached file or for a proxy: see twisthost.lane
                 self.reader.next_event()  # its EndOfMessage

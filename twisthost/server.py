@@ -41,6 +41,15 @@ class HostConnection(Protocol):
     def __init__(self, channel: HostChannel):
         self.channel = channel  # HostChannel, or the H2Connection that replaced it
 
+    @property
+    def callLater(self):
+        """The clock of the channel's timers (a test may give it a ``task.Clock``'s)."""
+        return self.channel.callLater
+
+    @callLater.setter
+    def callLater(self, call_later) -> None:
+        self.channel.callLater = call_later
+
     def makeConnection(self, transport):
         self.transport = transport
         self.channel.makeConnection(transport)
