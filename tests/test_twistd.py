@@ -229,3 +229,33 @@ def test_listen_dropping_the_tls_listener_warns_about_the_https_redirects(tmp_pa
     log = server.log()
     assert log.count("--listen replaces every listener of the config, its TLS ones too") == 1
     assert "secure.localhost to port 8443" in log and "plain.localhost" not in log
+
+
+@needs_root
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("daemon", [False, True], ids=["foreground", "daemon"])
+def test_the_pidfile_is_removed_at_stop_after_uid_dropped_root(folder, tmp_path, workers, daemon):
+    """The pidfile's folder is root's (like /run): twistd, as nobody by then, could not remove it."""
+    tmp_path.chmod(0o755)  # nobody may read it, not write it
+    pidfile, logfile = tmp_path / "twistd.pid", folder / "twistd.log"
+    port = privileged_port()
+    config = site_for(folder, f"tcp:{port}:interface=127.0.0.1", workers)
+    command = [TWISTD, *([] if daemon else ["-n"]), f"--pidfile={pidfile}", f"--logfile={logfile}",
+               "--uid=nobody", "--gid=nogroup", "twisthost", "--config", str(config)]
+    proc = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if daemon:
+        assert proc.wait(30) == 0  # the launcher returns once the daemon runs
+    wait_for_port(port)
+    if workers > 1:
+        wait_for_text(logfile, "worker(s) ready", timeout=30)
+    server = int(pidfile.read_text())
+    assert server == (proc.pid if not daemon else server) and uid_of(server) == (pwd.getpwnam("nobody").pw_uid,) * 2
+    assert get(port)[0] == 200
+    os.kill(server, signal.SIGTERM)
+    wait_until(lambda: gone(server), timeout=15, what="the server to exit")
+    if not daemon:
+        assert proc.wait(15) == 0
+    assert not pidfile.exists()
+    log = logfile.read_text()
+    assert "No permission to delete pid file" not in log and "Traceback" not in log
+    assert "Server Shut Down." in log

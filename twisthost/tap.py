@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -17,6 +18,7 @@ from .errors import ConfigError
 from .importing import mark_site_free
 from .loader import load
 from .logs import use_json_error_log
+from .pidfile import PidFile, take_over
 from .service import HostService, prepare
 from .tls import redirects_without_tls
 
@@ -79,5 +81,13 @@ def makeService(options: Options):
     if prepared.site.uses_master():
         from .workers import Master
 
-        return Master(prepared, listen=listen, admin=options["admin"])
-    return HostService(prepared, listen=listen, admin=options["admin"])
+        server = Master(prepared, listen=listen, admin=options["admin"])
+    else:
+        server = HostService(prepared, listen=listen, admin=options["admin"])
+    pidfile = take_over(getattr(options, "parent", None))
+    if pidfile is None:
+        return server
+    both = MultiService()  # the pidfile is written before the server opens anything
+    PidFile(pidfile).setServiceParent(both)
+    server.setServiceParent(both)
+    return both
