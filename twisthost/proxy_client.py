@@ -15,8 +15,9 @@ per upstream (more for a second after a burst), each closed after
 a request that finds its reused connection closed before any answer (the
 upstream timed it out meanwhile) is retried once on a new connection when
 its method is idempotent; ``close()`` drops the idle connections.  Bodies
-use Twisted's own transfer decoders (``Content-Length``, chunked) and a
-response framed by neither is read until the upstream closes.
+are read by the rules requests are read by (:class:`twisthost.http.h1.BodyReader`:
+``Content-Length``, chunked, trailers) and a response framed by neither is
+read until the upstream closes.
 
 The caller (``proxy.Exchange``) takes an idle connection (``UpstreamPool.take``)
 or opens one (``UpstreamPool.open``), and then hears from the connection:
@@ -32,11 +33,11 @@ import re
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
-from twisted.web.http import _ChunkedTransferDecoder, _IdentityTransferDecoder
 
 from .accel import HEADER as ACCEL_HEADER
 from .accel import HEADERS as ACCEL_HEADERS
 from .directsend import is_plain_socket, send_now
+from .http.h1 import BadRequest, BodyReader, Data, EndOfMessage
 from .lazytimer import LazyTimer
 
 MAX_HEAD = 64 * 1024  # bytes of response head before the response is refused
@@ -159,6 +160,37 @@ def _header_name(name: bytes, colon: bytes, line: bytes) -> bytes:
     if len(_NAMES) < _MAX_NAMES:
         _NAMES[name] = name.lower()
     return name.lower()
+
+
+class _BodyLimits:
+    """What a response body's trailer fields may take: as much as its head."""
+
+    max_request_line = max_header_size = MAX_HEAD
+    max_headers = 100
+
+
+class _FramedBody:
+    """A ``Content-Length`` or chunked response body, read by :class:`~twisthost.http.h1.BodyReader`."""
+
+    def __init__(self, connection: "UpstreamConnection", length: int | None = None, chunked: bool = False):
+        self.connection = connection
+        self.reader = BodyReader(_BodyLimits, length, chunked)
+
+    def dataReceived(self, data: bytes) -> None:
+        reader, connection = self.reader, self.connection
+        reader.feed(data)
+        try:
+            while True:
+                event = reader.next_event()
+                if type(event) is Data:
+                    connection._data(event.data)
+                elif type(event) is EndOfMessage:
+                    connection._finished(reader.rest())
+                    return
+                else:  # more bytes needed
+                    return
+        except BadRequest:  # malformed framing: what was relayed cannot be completed
+            connection.transport.abortConnection()
 
 
 class _UntilClose:
@@ -289,12 +321,12 @@ class UpstreamConnection(Protocol):
             self._finished(rest)
             return
         if head.chunked:
-            self.decoder = _ChunkedTransferDecoder(self._data, self._finished)
+            self.decoder = _FramedBody(self, chunked=True)
         elif head.length is not None and len(rest) >= head.length:
             self._whole(exchange, head, rest)  # a small response, all in this read
             return
         elif head.length is not None:
-            self.decoder = _IdentityTransferDecoder(head.length, self._data, self._finished)
+            self.decoder = _FramedBody(self, length=head.length)
         else:
             self.keep = False
             self.decoder = _UntilClose(self._data)

@@ -25,8 +25,8 @@ import re
 
 from .wire import FIELD_LINES, IS_TOKEN, TOKEN, QUOTED, BadRequest, field_line, host_name
 
-__all__ = ["BadRequest", "Data", "EndOfMessage", "Head", "NEED_DATA", "PAUSED", "RequestReader",
-           "TRANSITIONS"]
+__all__ = ["BadRequest", "BodyReader", "Data", "EndOfMessage", "Head", "NEED_DATA", "PAUSED",
+           "RequestReader", "TRANSITIONS"]
 
 # -- states (RequestReader.state)
 
@@ -450,6 +450,28 @@ class RequestReader:
             trailers.append(field)
             if len(trailers) > limits.max_headers:
                 raise self._refuse(431, "The trailer fields are too large.")
+
+
+class BodyReader(RequestReader):
+    """One message body alone, framed by Content-Length or chunked coding (RFC 9112 6.3, 7.1).
+
+    An upstream's response body is read with the same rules (and the same
+    early refusals) as a request's: a :class:`RequestReader` started in its
+    body state, ending in ``done`` with :meth:`rest` holding what followed.
+    """
+
+    def __init__(self, limits, length: int | None = None, chunked: bool = False):
+        super().__init__(limits)
+        if chunked:
+            self.state = CHUNK_SIZE
+        elif length:
+            self.state, self._remaining = BODY, length
+        else:
+            self.state, self._end_pending = DONE, True
+
+    def rest(self) -> bytes:
+        """The bytes after the body (an out-of-step upstream, once the body is done)."""
+        return self._buffer
 
 
 def judge_head(lines: list[bytes], fields_judged: bool = False) -> Head:
