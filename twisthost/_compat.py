@@ -1,15 +1,65 @@
-"""Every private name of Twisted, CPython or a library that twisthost still uses, fenced here.
+"""Every private name of Twisted that twisthost still uses, fenced here.
 
-Each name has a contract test (``tests/unit/test_compat.py``) that fails
-with a clear message on a version that changed it, so an upgrade breaks CI
-in one place instead of somewhere in a request path.  Keep this module
-short: the goal is to need nothing in it.
+Each has a contract test (``tests/unit/test_compat.py``) that fails with a
+clear message on a Twisted that changed it, so an upgrade breaks CI in one
+place instead of somewhere in a request path.  The goal is to need nothing
+here; what is left and why:
+
+- HTTP/2 over TLS still runs on Twisted's ``H2Connection``, which has no
+  public import path (the h2 issue replaces it);
+- :func:`unsent` lets a response go straight to the socket when the
+  transport holds nothing (``directsend``), which Twisted cannot tell publicly;
+- :func:`endpoint_options` parses a ``systemd:`` endpoint string without
+  resolving inherited descriptors, so ``check`` works outside systemd;
+- :func:`raise_listen_errors` makes a port in use stop start-up instead of
+  being logged;
+- :func:`log_observers` finds the files twistd's log observers write to
+  (``--logfile`` reopened on SIGUSR1, workers closing inherited ones).
+
+The worker processes (``workers.py``, ``acceptshare.py``) still override and
+call private ``Process``/``Port`` methods; their rewrite is a separate issue.
 """
 
 from __future__ import annotations
 
-# HTTP/2 over TLS: Twisted's HTTP/2 connection has no public import path
-# (``twisted.web.http`` imports it from here for its own protocol switch).
-from twisted.web._http2 import H2Connection
 
-__all__ = ["H2Connection"]
+def h2_connection():
+    """A new ``twisted.web._http2.H2Connection`` (imported only when HTTP/2 is negotiated)."""
+    from twisted.web._http2 import H2Connection
+
+    return H2Connection()
+
+
+def unsent(transport) -> bool:
+    """Does a Twisted ``FileDescriptor`` transport hold bytes not yet sent, or is its write side shut?
+
+    ``write`` appends to ``_tempDataBuffer`` until the next write event
+    moves it to ``dataBuffer``; ``_writeDisconnected`` is set by a half-close.
+    """
+    return bool(transport.dataBuffer or transport._tempDataBuffer) or transport._writeDisconnected
+
+
+def endpoint_options(description: str) -> dict:
+    """The keyword options of a server endpoint string, parsed as ``serverFromString`` does, unresolved."""
+    from twisted.internet import endpoints
+
+    _, _, kwargs = endpoints._parseServer(description, None)
+    return kwargs
+
+
+def raise_listen_errors(service) -> None:
+    """Make a ``StreamServerEndpointService`` raise a listening error from ``startService``.
+
+    Its default is to log the error and go on without the port.
+    """
+    service._raiseSynchronously = True
+
+
+def log_observers(publisher) -> list:
+    """The observers of a ``LogPublisher`` (twistd's file observer among them)."""
+    return list(publisher._observers)
+
+
+def observer_file(observer):
+    """The file a ``FileLogObserver`` writes to, or None for other observers."""
+    return getattr(observer, "_outFile", None)

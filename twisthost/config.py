@@ -739,7 +739,9 @@ def check_endpoint(value: Any, where: Where | None, label: str) -> str:
         )
     try:
         if value.startswith("systemd:"):
-            _, _, kwargs = endpoints._parseServer(value, None)  # noqa: SLF001
+            from ._compat import endpoint_options
+
+            kwargs = endpoint_options(value)
             unknown = set(kwargs) - {"domain", "index", "name"}
             if unknown:
                 raise ValueError(f"unknown systemd option(s) {sorted(unknown)}")
@@ -979,6 +981,11 @@ class Site(Spec):
     def _located(self, keyword: str, item: Any = None) -> Where | None:
         """Where in this ``Site(...)`` call ``keyword=`` (or one item of its list) is written."""
         return item_where(self.where, type(self).__name__, keyword, item)
+
+    def where_of(self, keyword: str, item: Any = None) -> Where | None:
+        """Where ``keyword=`` (or the item of its list) is written, for errors found after
+        checking, such as a listener whose port is in use (``portcheck``)."""
+        return self._located(keyword, item)
 
     def _check_admin(self) -> None:
         if self.admin is not None:

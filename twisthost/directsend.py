@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from twisted.internet import tcp
 
+from ._compat import unsent
+
 
 def is_plain_socket(transport) -> bool:
     """A kernel socket without TLS: the only kind :func:`send_now` may bypass."""
@@ -20,8 +22,7 @@ def is_plain_socket(transport) -> bool:
 
 def idle(transport) -> bool:
     """Nothing unsent in the transport's buffers, and it is open for writing."""
-    return (not transport.dataBuffer and not transport._tempDataBuffer and transport.connected
-            and not transport.disconnecting and not transport._writeDisconnected)
+    return transport.connected and not transport.disconnecting and not unsent(transport)
 
 
 def send_now(transport, data: bytes, flags: int = 0) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from twisted.internet.protocol import Protocol
 from twisted.web import server
 
-from ._compat import H2Connection
+from ._compat import h2_connection
 from .bodylimit import BodyLimitRequest
 from .channel import HostChannel
 from .config import Site
@@ -66,7 +66,7 @@ class HostConnection(Protocol):
         transport = channel.transport
         transport.unregisterProducer()
         channel.close_timers()
-        h2 = H2Connection()
+        h2 = h2_connection()
         h2.requestFactory, h2.site, h2.factory = channel.requestFactory, channel.site, channel.factory
         h2.timeOut, h2.callLater = channel.site.timeOut, channel.callLater
         h2.makeConnection(transport)

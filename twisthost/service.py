@@ -20,6 +20,7 @@ from twisted.logger import Logger, globalLogPublisher
 from twisted.python.logfile import BaseLogFile
 
 from . import fanin, gcfreeze, graceful, sdnotify, tls
+from ._compat import log_observers, observer_file, raise_listen_errors
 from .build import BuildContext, build_root
 from .config import TLS, Site
 from .errors import ConfigError, collecting, raise_collected
@@ -77,8 +78,8 @@ def on_reopen(callback):
 
 def reopen_log_files() -> None:
     """Reopen twistd's ``--logfile`` and every registered file."""
-    for observer in list(getattr(globalLogPublisher, "_observers", ())):
-        out = getattr(observer, "_outFile", None)
+    for observer in log_observers(globalLogPublisher):
+        out = observer_file(observer)
         if isinstance(out, BaseLogFile):  # twistd's --logfile; its own USR1 renames instead
             out.reopen()
     for callback in list(_reopeners):
@@ -182,7 +183,7 @@ class HostService(MultiService):
         else:
             endpoint = self.endpoint(item)
         service = StreamServerEndpointService(endpoint, self.factory)
-        service._raiseSynchronously = True  # a port in use must stop twistd, not log and go on
+        raise_listen_errors(service)  # a port in use must stop twistd, not log and go on
         return service
 
     def add_listener(self, item) -> None:

@@ -25,8 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
-from twisted.internet.ssl import CertificateOptions, TLSVersion
-from twisted.internet._sslverify import OpenSSLAcceptableCiphers
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.http import H2_ENABLED
@@ -45,7 +44,7 @@ EXPIRY_WARNING = datetime.timedelta(days=14)
 # Mozilla "intermediate" (https://ssl-config.mozilla.org/, v5.7): all TLS 1.3
 # suites, and for TLS 1.2 only forward-secret AEAD suites.  The DHE suites of
 # that profile are left out: Twisted disables them without DH parameters.
-INTERMEDIATE_CIPHERS = OpenSSLAcceptableCiphers.fromOpenSSLCipherString(
+INTERMEDIATE_CIPHERS = AcceptableCiphers.fromOpenSSLCipherString(
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:"
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"

@@ -39,6 +39,7 @@ from twisted.logger import FileLogObserver, Logger, eventAsText, globalLogPublis
 from twisted.python.failure import Failure
 
 from . import fanin, graceful, sdnotify
+from ._compat import log_observers
 from .acceptshare import ConnectionBoard, SharedSocketEndpoint
 from .admin import admin_endpoint
 from .errors import ConfigError
@@ -622,8 +623,9 @@ def become_worker(path: str, sockets: dict, max_requests: int, seat=None) -> int
         atexit._clear()
         process.reapProcessHandlers.clear()  # the master's other workers
         os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears from the master only
-        _left_behind.extend([sys.stdout, sys.stderr, *globalLogPublisher._observers])
-        for observer in list(globalLogPublisher._observers):
+        observers = log_observers(globalLogPublisher)
+        _left_behind.extend([sys.stdout, sys.stderr, *observers])
+        for observer in observers:
             globalLogPublisher.removeObserver(observer)
         sys.stdout, sys.stderr = (
             io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), errors="backslashreplace", line_buffering=True)
