@@ -57,11 +57,11 @@ class HostConnection(Protocol):
     def dataReceived(self, data):
         channel = self.channel
         if getattr(channel.transport, "negotiatedProtocol", None) == b"h2":
-            channel = self.channel = self._http2(channel)
+            channel = self.channel = self._switch_to_http2(channel)
         self.dataReceived = channel.dataReceived  # decided: no more look-ups
         channel.dataReceived(data)
 
-    def _http2(self, channel: HostChannel):
+    def _switch_to_http2(self, channel: HostChannel):
         """Twisted's ``H2Connection`` in the channel's place, with its site and clock."""
         transport = channel.transport
         transport.unregisterProducer()
