@@ -259,3 +259,48 @@ def test_the_pidfile_is_removed_at_stop_after_uid_dropped_root(folder, tmp_path,
     log = logfile.read_text()
     assert "No permission to delete pid file" not in log and "Traceback" not in log
     assert "Server Shut Down." in log
+
+
+def test_a_port_in_use_is_one_located_line_and_nothing_opens(tmp_path):
+    """Before: a ~40-line Twisted traceback, after the admin listener had opened."""
+    admin = free_port()
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        write_site(tmp_path, SLOW, "slow.py")
+        config = write_site(tmp_path, f"""
+            from twisthost import Resource, Site
+            site = Site(
+                admin="tcp:{admin}:interface=127.0.0.1",
+                listen=["tcp:{port}:interface=127.0.0.1"],
+                default=Resource("slow:make()"),
+            )
+        """)
+        ran = subprocess.run([TWISTD, "-n", "--pidfile=", "twisthost", "--config", str(config)],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 1
+    assert ran.stderr.splitlines() == [
+        f"{config}:4: error: cannot listen on 127.0.0.1:{port}: address already in use",
+        f"  hint: process {os.getpid()} ({' '.join(open(f'/proc/{os.getpid()}/cmdline').read().split(chr(0))).strip()[:120]}) holds it: stop it, or choose another port",
+    ]
+    assert "Starting factory" not in ran.stdout and "Traceback" not in ran.stdout + ran.stderr
+
+
+def test_systemd_activation_without_fdnames_is_one_clear_error(tmp_path):
+    """Before: an IndexError traceback from Twisted's systemd endpoint parser."""
+    config = site_for(tmp_path, "systemd:domain=INET:index=0", workers=1)
+    listening = socket.create_server(("127.0.0.1", 0))
+    env = {**os.environ, "LISTEN_FDS": "1"}
+    env.pop("LISTEN_FDNAMES", None)
+    try:
+        ran = subprocess.run(
+            [sys.executable, "-c", SYSTEMD, str(listening.fileno()),
+             TWISTD, "-n", "--pidfile=", "twisthost", "--config", str(config)],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, pass_fds=[listening.fileno()])
+    finally:
+        listening.close()
+    assert ran.returncode == 1
+    error, hint = ran.stderr.splitlines()
+    assert error == (f"{tmp_path / 'site.py'}:2: error: cannot listen on systemd:domain=INET:index=0: systemd "
+                     "passed 1 socket(s) without LISTEN_FDNAMES, which Twisted needs to use any of them")
+    assert hint.startswith("  hint: systemd 227 and later set it")
+    assert "Traceback" not in ran.stdout + ran.stderr

@@ -151,6 +151,12 @@ class HostService(MultiService):
         self.metrics.watch(self.factory.connections)
         self.factory.finish_observers.append(lambda request: self.observer.finished(request))
         self.factory.refusal_observers.append(lambda status: self.metrics.refused.labels(str(status)).inc())
+        self.listeners: dict = {}  # listener_key(item) -> its StreamServerEndpointService
+        self.fast_stop = False
+        for item in self.listen_items(prepared.site):
+            self.add_listener(item)
+        # After the listeners: children start in order, so a listener that fails leaves
+        # no admin listener answering /healthz for a server that is not serving.
         state = AdminState(self.metrics, lambda: self.current, prepared.site.admin_token)
         endpoint = admin_endpoint(admin, prepared.site)
         if self.standalone and endpoint:
@@ -158,10 +164,6 @@ class HostService(MultiService):
         elif not self.standalone and fanin.active_directory():
             # A worker: the master's admin listener reads what this writes.
             fanin.SnapshotWriter(fanin.active_directory(), state, self.reactor).setServiceParent(self)
-        self.listeners: dict = {}  # listener_key(item) -> its StreamServerEndpointService
-        self.fast_stop = False
-        for item in self.listen_items(prepared.site):
-            self.add_listener(item)
 
     def listen_items(self, site: Site) -> tuple:
         """What to listen on: ``--listen`` from the command line wins over the config."""

@@ -13,12 +13,14 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
+from .admin import admin_endpoint
 from .config import check_endpoint
 from .errors import ConfigError
 from .importing import mark_site_free
 from .loader import load
 from .logs import use_json_error_log
 from .pidfile import PidFile, take_over
+from .portcheck import check_listeners
 from .service import HostService, prepare
 from .tls import redirects_without_tls
 
@@ -63,6 +65,8 @@ class Options(usage.Options):
                 self.prepared = prepare_master(self["config"], site)  # no app imported here
             else:
                 self.prepared = prepare(self["config"], site=site)
+            # Still in the foreground, nothing open yet: a port in use is said here, located.
+            check_listeners(site, self["listen"], admin_endpoint(self["admin"], site))
         except ConfigError as error:
             sys.stderr.write(f"{error}\n")
             raise SystemExit(1) from None
