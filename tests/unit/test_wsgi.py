@@ -39,7 +39,7 @@ wsgi_object = WSGIObject()
 
 
 def site_for(tmp_path, target: str) -> str:
-    (tmp_path / "apps.py").write_text(APPS)
+    (tmp_path / "async_or_not.py").write_text(APPS)  # a name no other test imports: modules stay cached
     return f"""
         from twisthost import WSGI, Host, Site
         site = Site(hosts=[
@@ -49,7 +49,8 @@ def site_for(tmp_path, target: str) -> str:
     """
 
 
-@pytest.mark.parametrize("target", ["apps:asgi_app", "apps:starlette", "apps:partial_app", "apps:make_asgi()"])
+@pytest.mark.parametrize("target", ["async_or_not:asgi_app", "async_or_not:starlette",
+                                    "async_or_not:partial_app", "async_or_not:make_asgi()"])
 def test_an_async_app_fails_check_at_its_line_with_the_way_out(tmp_path, target):
     message = config_error(tmp_path, site_for(tmp_path, target), build=True)
     first, hint = message.split("\n", 1)
@@ -58,7 +59,8 @@ def test_an_async_app_fails_check_at_its_line_with_the_way_out(tmp_path, target)
     assert "Proxy(" in hint
 
 
-@pytest.mark.parametrize("target", ["apps:wsgi_app", "apps:wsgi_object", "apps:WSGIObject()"])
+@pytest.mark.parametrize("target", ["async_or_not:wsgi_app", "async_or_not:wsgi_object",
+                                    "async_or_not:WSGIObject()"])
 def test_wsgi_apps_are_still_accepted(tmp_path, target):
     prepare(str(write_site(tmp_path, site_for(tmp_path, target))))
 
