@@ -25,6 +25,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from . import statuspage
+from .build import route_labels
 from .pages import ErrorPage, write_error
 from .procinfo import rss_mib
 from .request import DefaultHeadersRequest, SafeErrorsRequest
@@ -45,7 +46,7 @@ class AdminState:
         self.registry = metrics.registry  # what /metrics exposes
 
     def routes(self) -> list:
-        return self.metrics.routes()
+        return self.metrics.routes(route_labels(self.current().site))
 
     def sources(self) -> dict:
         context = self.current().context
@@ -63,6 +64,7 @@ class AdminState:
     def snapshot(self) -> dict:
         return {
             "pid": os.getpid(),
+            "time": time.time(),
             "uptime": time.time() - self.started,
             "config": self.current().path,
             "routes": self.routes(),

@@ -47,6 +47,9 @@ class BuildContext:
         # (pools, upstreams...) and callables returning (name, ok, detail).
         self.status_sources: dict = {}
         self.readiness: list = []
+        # (host, route, resource) of every mount built, named as in logs and metrics:
+        # the status page tells pools (and upstreams) apart by the routes that use them.
+        self.mounts: list = []
 
 
 def build_root(site: c.Site, context: BuildContext) -> VirtualHosts:
@@ -78,12 +81,24 @@ def build_routes(host: c.Host, context: BuildContext) -> RouteTable:
     for prefix, service in host.routes.items():
         with noted():
             resources[prefix] = build_service(service, context)
+            context.mounts.append((host_label(host), prefix, resources[prefix]))
     return RouteTable(
         resources,
         guard=host_guard(host, context.site),
-        label=host.name or "(default)",
+        label=host_label(host),
         access_log=access_log_for(host, context.site, context),
     )
+
+
+def host_label(host: c.Host) -> str:
+    """The host's name in logs, metrics and the status page."""
+    return host.name or "(default)"
+
+
+def route_labels(site: c.Site) -> list[tuple[str, str]]:
+    """(host, route) of every configured route, as metrics label them (a prefix is
+    its own label: ``Host`` normalised it), so /status lists routes no request reached."""
+    return [(host_label(host), prefix) for host, prefix, _ in site.services()]
 
 
 def build_service(service: c.Service, context: BuildContext) -> IResource:

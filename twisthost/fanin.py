@@ -23,6 +23,7 @@ from twisted.application.service import Service
 from twisted.internet import task
 
 from .admin import AdminState, admin_service, process_row
+from .build import route_labels
 from .metrics import Metrics, RouteWindow, summarize
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -120,7 +121,8 @@ class MasterAdminState(AdminState):
         for snapshot in self._snapshots():
             for window in snapshot["windows"]:
                 raws.setdefault((window["host"], window["route"]), []).append(window)
-        return summarize({key: RouteWindow.merged(parts) for key, parts in raws.items()})
+        return summarize({key: RouteWindow.merged(parts) for key, parts in raws.items()},
+                         route_labels(self.current().site))
 
     def sources(self) -> dict:
         merged: dict = {}

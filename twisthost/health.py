@@ -55,7 +55,8 @@ class HealthChecker(TimerService):
 
     def _record(self, result: tuple, upstream) -> None:
         ok, detail = result
-        upstream.last_check = f"{time.strftime('%H:%M:%S')} {'ok' if ok else 'failed'}: {detail}"
+        # With its zone: whoever reads /status may be in another one.
+        upstream.last_check = f"{time.strftime('%H:%M:%S %Z')} {'ok' if ok else 'failed'}: {detail}"
         was = upstream.healthy
         upstream.checked(ok, self.config.passes, self.config.fails)
         if upstream.healthy != was:

@@ -55,19 +55,25 @@ def status_class(code: int) -> str:
 
 
 class RouteWindow:
-    """Recent traffic of one host/route: counts per 10 s and recent latencies."""
+    """Recent traffic of one host/route: counts per 10 s and recent latencies.
+
+    4xx and 5xx are counted apart: a burst of 404s from a scanner is the
+    clients' doing, a burst of 502s the server's, and the page says which.
+    """
 
     def __init__(self):
-        self.counts: deque = deque(maxlen=WINDOWS)  # [window start, requests, errors]
+        self.counts: deque = deque(maxlen=WINDOWS)  # [window start, requests, 4xx, 5xx]
         self.latencies: deque = deque(maxlen=LATENCY_SAMPLES)
         self.total = 0
 
-    def add(self, now: float, seconds: float, error: bool) -> None:
+    def add(self, now: float, seconds: float, status: int) -> None:
         start = now - now % WINDOW_SECONDS
         if not self.counts or self.counts[-1][0] != start:
-            self.counts.append([start, 0, 0])
-        self.counts[-1][1] += 1
-        self.counts[-1][2] += error
+            self.counts.append([start, 0, 0, 0])
+        entry = self.counts[-1]
+        entry[1] += 1
+        if status >= 400:
+            entry[2 if status < 500 else 3] += 1
         self.latencies.append(seconds)
         self.total += 1
 
@@ -81,10 +87,10 @@ class RouteWindow:
         window = cls()
         by_start: dict = {}
         for raw in raws:
-            for start, requests, errors in raw["counts"]:
-                entry = by_start.setdefault(start, [start, 0, 0])
-                entry[1] += requests
-                entry[2] += errors
+            for start, *numbers in raw["counts"]:
+                entry = by_start.setdefault(start, [start, 0, 0, 0])
+                for i, number in enumerate(numbers, 1):
+                    entry[i] += number
             window.latencies.extend(raw["latencies"][-LATENCY_SAMPLES // max(1, len(raws)):])
             window.total += raw["total"]
         window.counts.extend(by_start[start] for start in sorted(by_start)[-WINDOWS:])
@@ -95,14 +101,16 @@ class RouteWindow:
         since = now - 60
         recent = [c for c in self.counts if c[0] >= since - WINDOW_SECONDS]
         requests = sum(c[1] for c in recent)
-        errors = sum(c[2] for c in recent)
+        client_errors = sum(c[2] for c in recent)
+        server_errors = sum(c[3] for c in recent)
         ordered = sorted(self.latencies)
         series = {c[0]: c[1] for c in self.counts}
         first = now - now % WINDOW_SECONDS - (WINDOWS - 1) * WINDOW_SECONDS
         return {
             "total": self.total,
             "rate": round(requests / 60, 3),
-            "error_rate": round(errors / requests, 4) if requests else 0.0,
+            "client_error_rate": round(client_errors / requests, 4) if requests else 0.0,
+            "server_error_rate": round(server_errors / requests, 4) if requests else 0.0,
             "p50_ms": _percentile(ordered, 0.50),
             "p99_ms": _percentile(ordered, 0.99),
             "series": [series.get(first + i * WINDOW_SECONDS, 0) for i in range(WINDOWS)],
@@ -145,7 +153,7 @@ class _Route:
                 if histogram is None:
                     histogram = self.upstream_time[upstream] = self._histogram("upstream_time", upstream)
                 histogram.observe(upstream_ms / 1000)
-        self.window.add(time.time(), seconds, status >= 500)
+        self.window.add(time.time(), seconds, status)
 
 
 class RouteSeries(_Route):
@@ -315,8 +323,8 @@ class Metrics:
         self.reloads.labels("ok" if ok else "failed").inc()
         self.reload_log.append({"time": time.time(), "ok": ok, "detail": detail})
 
-    def routes(self) -> list[dict]:
-        return summarize(self.windows)
+    def routes(self, configured=()) -> list[dict]:
+        return summarize(self.windows, configured)
 
     def total_requests(self) -> int:
         return sum(window.total for window in self.windows.values())
@@ -325,10 +333,10 @@ class Metrics:
         return [{"host": h, "route": r, **w.raw()} for (h, r), w in self.windows.items()]
 
 
-def summarize(windows: dict) -> list[dict]:
-    """Rows for /status from ``{(host, route): RouteWindow}``."""
+def summarize(windows: dict, configured=()) -> list[dict]:
+    """Rows for /status from ``{(host, route): RouteWindow}``, plus the ``configured``
+    (host, route) pairs no request reached yet: a route without traffic is news too."""
     now = time.time()
-    return [
-        {"host": host, "route": route, **window.summary(now)}
-        for (host, route), window in sorted(windows.items())
-    ]
+    quiet = RouteWindow()
+    keys = sorted(set(windows) | set(configured))
+    return [{"host": host, "route": route, **windows.get((host, route), quiet).summary(now)} for host, route in keys]

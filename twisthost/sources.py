@@ -19,7 +19,8 @@ def register(context) -> None:
     now = context.reactor.seconds
     pools = [service for service in context.services if isinstance(service, WorkerPool)]
     if pools:
-        context.status_sources["pools"] = lambda: [pool_row(pool) for pool in pools]
+        mounts = pool_mounts(context.mounts)
+        context.status_sources["pools"] = lambda: [pool_row(pool, mounts.get(pool, ())) for pool in pools]
         context.readiness.append(lambda: pools_ready(pools))
     upstreams = context.shared.get("upstreams")
     if upstreams:
@@ -30,9 +31,23 @@ def register(context) -> None:
         context.status_sources["certificates"] = lambda: certificate_rows(listeners)
 
 
-def pool_row(pool: WorkerPool) -> dict:
+def pool_mounts(mounts) -> dict:
+    """pool -> [(host, route), ...] of the WSGI mounts it runs (several for a shared ``pool=``)."""
+    found: dict = {}
+    for host, route, resource in mounts:
+        pool = getattr(resource, "pool", None)
+        if isinstance(pool, WorkerPool):
+            found.setdefault(pool, []).append((host, route))
+    return found
+
+
+def pool_row(pool: WorkerPool, mounts=()) -> dict:
+    """A pool's numbers, named by the host and route it serves: two apps with the
+    same import target on two hosts are two pools, and their names alike."""
     stats = pool.stats
     return {
+        "host": ", ".join(host for host, _ in mounts),
+        "route": ", ".join(route for _, route in mounts),
         "name": stats.name,
         "threads": stats.threads,
         "max_threads": stats.max_threads,
@@ -76,7 +91,7 @@ def certificate_rows(listeners) -> list:
         for pair in [listener.default, *listener.names.values()]:
             pairs[pair.cert_path] = pair
     return [
-        {"file": path, "names": " ".join(pair.names), "expires": f"{pair.expires:%Y-%m-%d}",
+        {"file": path, "names": " ".join(pair.names), "expires": f"{pair.expires:%Y-%m-%d %H:%M} UTC",
          "days_left": (pair.expires - now).days}
         for path, pair in sorted(pairs.items())
     ]

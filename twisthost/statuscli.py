@@ -14,6 +14,7 @@ import urllib.request
 from .admin import tcp_address
 from .errors import ConfigError
 from .loader import load
+from .statuspage import ROUTE_COLUMNS, duration, local_time, text, title
 
 
 def admin_url(config_path: str) -> str:
@@ -28,31 +29,21 @@ def admin_url(config_path: str) -> str:
     return f"http://{'[' + host + ']' if ':' in host else host}:{address[1]}"
 
 
-def format_table(rows: list[dict]) -> list[str]:
+def format_table(rows: list[dict], columns: list[str] | None = None) -> list[str]:
+    """Aligned plain-text columns, headed and formatted as on the HTML page."""
     if not rows:
         return ["  none"]
-    columns = [c for c in rows[0] if c != "series"]
-    cells = [[_text(row[c]) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    columns = [c for c in columns or rows[0] if c != "series"]
+    cells = [[text(c, row[c]) for c in columns] for row in rows]
+    widths = [max(len(title(c)), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     line = lambda values: "  " + "  ".join(v.ljust(w) for v, w in zip(values, widths))  # noqa: E731
-    return [line(columns)] + [line(r) for r in cells]
-
-
-def _text(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
+    return [line([title(c) for c in columns])] + [line(r) for r in cells]
 
 
 def render(data: dict) -> str:
-    out = [f"pid {data['pid']}  up {int(data['uptime'])} s  config {data['config']}", "", "hosts and routes:"]
-    out += format_table([
-        {"host": r["host"], "route": r["route"], "req/s": r["rate"], "errors": f"{r['error_rate'] * 100:.1f}%",
-         "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"], "total": r["total"]}
-        for r in data["routes"]
-    ])
+    out = [f"pid {data['pid']}  up {duration(data['uptime'])}  config {data['config']}  as of {local_time(data['time'])}",
+           "", "hosts and routes:"]
+    out += format_table(data["routes"], ROUTE_COLUMNS)
     for name, rows in data["sources"].items():
         out += ["", f"{name}:"] + format_table(rows)
     return "\n".join(out)
