@@ -104,13 +104,8 @@ class RouteTable:
         """The notes of a request routed here to ``route`` (its label), starting now."""
         return RequestNotes(self.label, route, time.monotonic(), request_id, self.access_log)
 
-    def match(self, segments: list[bytes]) -> tuple[Resource, int] | None:
-        """The resource for a request path and how many segments its prefix took."""
-        found = self.match_route(segments)
-        return found[:2] if found else None
-
     def match_route(self, segments: list[bytes]) -> tuple[Resource, int, str] | None:
-        """Like :meth:`match`, with the route's label for logs and metrics (its prefix)."""
+        """``(resource, segments its prefix took, route label)`` for a request path, or None."""
         for prefix, resource, label in self.routes:
             size = len(prefix)
             if segments[:size] == prefix:
@@ -150,10 +145,13 @@ class VirtualHosts(Resource):
         return getChildForRequest(self.route(request), request).render(request)
 
     def table_for(self, request):
-        """``(route table, host name)`` for the Host header, or ``(error page, None)``."""
-        header = request.requestHeaders.getRawHeaders(b"host")
+        """``(route table, host name)`` for the request's Host header, or ``(error page, None)``."""
+        return self.table_for_host(request.requestHeaders.getRawHeaders(b"host"), request.clientproto)
+
+    def table_for_host(self, header: list[bytes] | None, version: bytes):
+        """``(route table, host name)`` for the values of a Host header, or ``(error page, None)``."""
         if header is None:
-            if request.clientproto != b"HTTP/1.0":
+            if version != b"HTTP/1.0":
                 return _BAD_HOST, None
             name = ""
         elif len(header) != 1:
@@ -164,6 +162,18 @@ class VirtualHosts(Resource):
                 return _BAD_HOST, None
         table = self.hosts.lookup(name)
         return (_NO_HOST, None) if table is None else (table, name)
+
+    def locate(self, header: list[bytes] | None, version: bytes, segments: list[bytes]):
+        """The one routing step: ``(route table or error page, host name, match)``.
+
+        ``match`` is ``(resource, prefix size, route label)`` from
+        :meth:`RouteTable.match_route`, or None.  Every entry point (Twisted
+        traversal, body limits, X-Accel-Redirect, the lanes) routes here.
+        """
+        table, name = self.table_for_host(header, version)
+        if not isinstance(table, RouteTable):
+            return table, None, None
+        return table, name, table.match_route(_without_trailing_slash(segments))
 
     def service_for(self, request, target: bytes):
         """The service a request for ``target`` will reach, known as soon as its headers are in.
@@ -180,11 +190,8 @@ class VirtualHosts(Resource):
         None when the host or no route matches.  Also finds the internal
         ``Static`` an ``X-Accel-Redirect`` answer hands over to.
         """
-        table, _ = self.table_for(request)
-        if not isinstance(table, RouteTable):
-            return None
         segments = _target_segments(target)
-        found = table.match(_without_trailing_slash(segments))
+        _, _, found = self.locate(request.requestHeaders.getRawHeaders(b"host"), request.clientproto, segments)
         return (found[0], segments[found[1]:]) if found else None
 
     def lane_target(self, host: bytes, target: bytes):
@@ -194,8 +201,7 @@ class VirtualHosts(Resource):
         would not simply reach a service: an unknown host or path, or a
         host with a guard (https redirect, HSTS) that may answer first.
         """
-        name = host_from_header(host)
-        table = self.hosts.lookup(name) if name is not None else None
+        table, _ = self.table_for_host([host], b"HTTP/1.1")
         if (not isinstance(table, RouteTable) or table.guard is not None
                 or not target.startswith(table.lane_prefixes)):
             return None
@@ -207,10 +213,10 @@ class VirtualHosts(Resource):
         return table, label, resource, segments[:size], segments[size:]
 
     def route(self, request):
-        table, name = self.table_for(request)
+        table, name, found = self.locate(
+            request.requestHeaders.getRawHeaders(b"host"), request.clientproto, request.postpath)
         if not isinstance(table, RouteTable):
             return table
-        found = table.match_route(_without_trailing_slash(request.postpath))
         if table.guard is not None:
             answer = table.guard(request, name)
             if answer is not None:
