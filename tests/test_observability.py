@@ -320,7 +320,8 @@ def test_pool_saturation_moves_the_queue_wait_histogram(tmp_path, serve):
     assert samples[("twisthost_wsgi_queue_wait_seconds_count", labels)] == 3
     assert samples[("twisthost_wsgi_queue_wait_seconds_sum", labels)] > 0.4  # ~0.3 s + ~0.6 s of waiting
     assert samples[("twisthost_wsgi_queue_wait_seconds_bucket", (("host", "w.test"), ("le", "0.1"), ("route", "/")))] == 1
-    assert samples[("twisthost_pools_completed", (("name", "rawapps:sleep_app"),))] == 3
+    assert samples[("twisthost_pools_completed",
+                    (("host", "w.test"), ("name", "rawapps:sleep_app"), ("route", "/")))] == 3
 
 
 def test_a_wsgi_request_is_logged_when_its_client_left_before_the_app_ended(tmp_path, serve):
@@ -369,7 +370,8 @@ def test_readyz_follows_upstream_health(tmp_path, serve):
     assert b"every upstream is down" in wait_ready(503)
     (row,) = json.loads(admin_get(server, "/status.json")[2])["sources"]["upstreams"]
     assert row["healthy"] is False and "failed" in row["last_check"]
-    assert metric_samples(server)[("twisthost_upstreams_healthy", (("backup", "no"), ("url", upstream.url)))] == 0.0
+    assert metric_samples(server)[("twisthost_upstreams_healthy", (
+        ("backup", "no"), ("host", "p.test"), ("route", "/"), ("url", upstream.url)))] == 0.0
 
 
 def test_certificate_expiry_is_shown_and_exported(tmp_path, serve):

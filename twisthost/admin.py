@@ -82,13 +82,15 @@ def process_row(pid: int, started: float, requests: int) -> dict:
 class SourceCollector:
     """Prometheus gauges from the status sources: each numeric column of each row.
 
-    ``pools`` rows ``{"name": "app", "busy": 3}`` become
-    ``twisthost_pools_busy{name="app"} 3``.  Only identity columns become
-    labels; free text such as a last health-check result stays on /status,
-    since a label that changes on every check would make a new series each time.
+    ``pools`` rows ``{"host": "a.test", "route": "/", "name": "app", "busy": 3}`` become
+    ``twisthost_pools_busy{host="a.test",route="/",name="app"} 3``.  Only identity
+    columns become labels, enough of them that no two rows make the same series
+    (one upstream URL behind two proxies: their host and route); free text such
+    as a last health-check result stays on /status, since a label that changes
+    on every check would make a new series each time.
     """
 
-    LABELS = ("name", "url", "file", "pid", "role", "worker", "backup")
+    LABELS = ("host", "route", "name", "url", "file", "pid", "role", "worker", "backup")
 
     def __init__(self, state: AdminState):
         self.state = state

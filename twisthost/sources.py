@@ -24,7 +24,9 @@ def register(context) -> None:
         context.readiness.append(lambda: pools_ready(pools))
     upstreams = context.shared.get("upstreams")
     if upstreams:
-        context.status_sources["upstreams"] = lambda: [upstream_row(u, now()) for u in upstreams]
+        proxies = upstream_mounts(context.mounts)
+        context.status_sources["upstreams"] = lambda: [
+            upstream_row(u, now(), proxies.get(u, ("", ""))) for u in upstreams]
         context.readiness.append(lambda: upstreams_ready(upstreams, now()))
     listeners = context.shared.get("tls")
     if listeners:
@@ -66,9 +68,27 @@ def pools_ready(pools) -> tuple:
     return ("wsgi pools", not stopped, f"not running: {', '.join(stopped)}" if stopped else "")
 
 
-def upstream_row(upstream, now: float) -> dict:
+def upstream_mounts(mounts) -> dict:
+    """upstream -> (host, route) of the ``Proxy`` it belongs to.
+
+    Each ``Proxy`` has upstreams of its own (health, failures, connections), so
+    one URL behind two proxies is two rows; the mount tells them apart, on
+    /status and as the labels of their /metrics series (which would otherwise
+    be duplicates with conflicting values).
+    """
+    found: dict = {}
+    for host, route, resource in mounts:
+        gateway = getattr(resource, "gateway", None)
+        for upstream in getattr(gateway, "upstreams", ()):
+            found[upstream] = (host, route)
+    return found
+
+
+def upstream_row(upstream, now: float, mount: tuple[str, str] = ("", "")) -> dict:
     status = upstream.status()
     return {
+        "host": mount[0],
+        "route": mount[1],
         "url": status["url"],
         "healthy": bool(status["healthy"]) and status["down_until"] <= now,
         "backup": "yes" if status["backup"] else "no",
