@@ -472,16 +472,47 @@ class HostChannel(Protocol):
 
     def reject(self, status: int, detail: str) -> bool:
         """Answer ``status`` ourselves and close: the stream is no longer in sync."""
+        reading = self.requests[-1] if self.phase == "body" and self.requests else None
         self.phase = "closing"
         log.info("refused {peer}: {status} {detail}", peer=str(self.getPeer()), status=status, detail=detail)
-        for observer in self.site.refusal_observers:
-            observer(status)
+        response = error_response(status, detail, self.limits.server_header)
+        if self.site.refusal_observers:
+            sent = len(response) - response.index(b"\r\n\r\n") - 4
+            refused = self._refused_request(status, sent, reading)
+            for observer in self.site.refusal_observers:
+                observer(refused)
         self.send_held()
-        self.transport.write(error_response(status, detail, self.limits.server_header))
+        self.transport.write(response)
         self.transport.unregisterProducer()
         self._resume_reading()  # read and drop what is still coming, so the answer is not reset away
         linger_close(self.transport, self._set_timer)
         return True
+
+    def _refused_request(self, status: int, sent: int, reading=None):
+        """A Twisted request for what is known of a refused one, for the access log and metrics.
+
+        ``reading``: the request whose body was being read (a 413 or a late
+        body); else one is made from the head or the request line the reader
+        saw, if any.  It is never processed.  Unknown parts log as ``-``.
+        """
+        head = self.head
+        request = reading
+        if request is None:
+            request = self.requestFactory(self)
+            if head is not None:
+                for name, value in head.headers:
+                    request.requestHeaders.addRawHeader(name, value)
+        if head is not None:
+            request.method, request.uri, request.clientproto = head.method, head.target, head.version
+        else:
+            parts = (self.reader.request_line or b"").split(b" ")
+            method, uri, version = parts if len(parts) == 3 else (b"", b"", b"")
+            request.method, request.uri, request.clientproto = method, uri, version
+            if self.reader.request_host is not None:  # the head was refused, its Host was fine
+                request.requestHeaders.setRawHeaders(b"host", [self.reader.request_host])
+        request.path = request.uri.partition(b"?")[0]
+        request.site, request.code, request.sentLength = self.site, status, sent
+        return request
 
     def timeoutConnection(self):
         if self.phase == "closing":

@@ -156,12 +156,15 @@ def _header(request, name: bytes) -> bytes:
 
 def combined_line(request, remote: str) -> bytes:
     """The combined format straight from the request's bytes: the common case, kept cheap."""
-    return b'%s - - %s "%s %s %s" %d %d "%s" "%s"\n' % (
+    if request.method:
+        line = b"%s %s %s" % (_escape_bytes(request.method), _escape_bytes(request.uri),
+                              _escape_bytes(request.clientproto))
+    else:  # refused before a request line was read (Apache logs the same)
+        line = b"-"
+    return b'%s - - %s "%s" %d %d "%s" "%s"\n' % (
         remote.encode("ascii", "replace") or b"-",
         _combined_stamp(time.time()),
-        _escape_bytes(request.method),
-        _escape_bytes(request.uri),
-        _escape_bytes(request.clientproto),
+        line,
         request.code,
         request.sentLength,
         _header(request, b"referer"),

@@ -94,7 +94,9 @@ class HostSite(server.Site):
         self.slots = ConnectionSlots()
         self.connections = Connections(self.reactor)  # for graceful stop and max_requests
         self.finish_observers: list = []  # callables(request): access log, metrics
-        self.refusal_observers: list = []  # callables(status): requests refused before routing
+        #: callables(request): requests the connection refused (400, 408, 413, 414, 431...),
+        #: with what is known of them (``HostChannel._refused_request``)
+        self.refusal_observers: list = []
 
 
     @property

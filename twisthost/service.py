@@ -150,7 +150,7 @@ class HostService(MultiService):
         self.observer = RequestObserver(prepared.context, self.metrics)
         self.metrics.watch(self.factory.connections)
         self.factory.finish_observers.append(lambda request: self.observer.finished(request))
-        self.factory.refusal_observers.append(lambda status: self.metrics.refused.labels(str(status)).inc())
+        self.factory.refusal_observers.append(lambda request: self.observer.refused(request))
         self.listeners: dict = {}  # listener_key(item) -> its StreamServerEndpointService
         self.fast_stop = False
         for item in self.listen_items(prepared.site):

@@ -261,3 +261,39 @@ def test_a_request_sits_on_the_channel_as_on_twisteds(clock):
     assert protocol.channel.requests == [request]
     request.finish()
     assert protocol.channel.requests == []
+
+
+class Refusals:
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, request):
+        self.seen.append((request.code, request.method, request.uri, request.clientproto, request.sentLength,
+                          request.requestHeaders.getRawHeaders(b"host")))
+
+
+def test_a_refused_head_is_reported_with_its_request_line(clock):
+    protocol, transport = connect(Hello(), clock)
+    refusals = Refusals()
+    protocol.channel.site.refusal_observers.append(refusals)
+    protocol.dataReceived(b"GET /a%20b HTTP/1.1\r\nHost: <script>\r\n\r\n")
+    ((code, method, uri, version, sent, host),) = refusals.seen
+    assert (code, method, uri, version, host) == (400, b"GET", b"/a%20b", b"HTTP/1.1", None)
+    assert sent == len(transport.value().partition(b"\r\n\r\n")[2])  # the error body, as for any answer
+
+
+def test_a_refused_body_is_reported_with_its_head(clock):
+    protocol, transport = connect(Echo(), clock, body_timeout=3)
+    refusals = Refusals()
+    protocol.channel.site.refusal_observers.append(refusals)
+    protocol.dataReceived(b"POST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: 9\r\n\r\nabc")
+    clock.advance(4)
+    assert [seen[:4] + seen[5:] for seen in refusals.seen] == [(408, b"POST", b"/up", b"HTTP/1.1", [b"a.test"])]
+
+
+def test_a_refusal_before_any_request_line_is_reported_as_unknown(clock):
+    protocol, transport = connect(Hello(), clock)
+    refusals = Refusals()
+    protocol.channel.site.refusal_observers.append(refusals)
+    protocol.dataReceived(b"GET /" + b"a" * 9000)  # past max_request_line, no line end yet
+    assert [seen[:4] for seen in refusals.seen] == [(414, b"", b"", b"")]

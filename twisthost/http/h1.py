@@ -154,6 +154,11 @@ class RequestReader:
         self._trailer_bytes = 0  # bytes of this message's trailer lines so far, CRLFs included
         self._end_pending = False  # the message is read; its EndOfMessage is not yet returned
         self._scan = (0, 0, 0)  # an unfinished head: (offset, header bytes, lines) judged so far
+        #: The request line of the head being read, once it is complete and within its limit:
+        #: what a refused request's access-log line can show.
+        self.request_line: bytes | None = None
+        #: The one well-formed Host value of a head refused for another reason, if it had one.
+        self.request_host: bytes | None = None
 
     # -- the table
 
@@ -208,6 +213,7 @@ class RequestReader:
         """The answer to the last request is complete: read the next one (pipelined or not)."""
         self._move("next-request")
         self._received, self._body_limit, self._trailers = 0, None, None
+        self.request_line = self.request_host = None
 
     def upgrade(self) -> bytes:
         """The connection leaves HTTP (RFC 9110 7.8): return what the client sent past the request."""
@@ -267,11 +273,13 @@ class RequestReader:
             self._walk_lines(block.split(b"\r\n"))
             raise self._refuse(400, "Malformed request head.")  # _walk_lines has raised already
         lines = block.split(b"\r\n")
+        self.request_line = first
         # One match judges every field line; a head it refuses gets its precise
         # answer from the check of each line.
         try:
             return judge_head(lines, FIELD_LINES.match(block, len(first)) is not None)
         except BadRequest as error:
+            self.request_host = _one_host(lines[1:])
             raise self._refuse(error.status, error.detail) from None
 
     def _check_partial(self, buffer: bytes) -> None:
@@ -314,6 +322,7 @@ class RequestReader:
         if number == 0:
             if len(line) > limits.max_request_line:
                 raise self._refuse(414, "The request line is too long.")
+            self.request_line = line
             return 0
         header_bytes += len(line) + 2
         if header_bytes > limits.max_header_size:
@@ -472,6 +481,13 @@ class BodyReader(RequestReader):
     def rest(self) -> bytes:
         """The bytes after the body (an out-of-step upstream, once the body is done)."""
         return self._buffer
+
+
+def _one_host(field_lines: list[bytes]) -> bytes | None:
+    """The value of the only Host field among ``field_lines`` when it is valid, else None."""
+    values = [line.partition(b":")[2].strip(b" \t") for line in field_lines
+              if line[:5].lower() == b"host:"]
+    return values[0] if len(values) == 1 and host_name(values[0]) is not None else None
 
 
 def judge_head(lines: list[bytes], fields_judged: bool = False) -> Head:
