@@ -24,11 +24,26 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
 
+#: Upper bound, in seconds, for what a process test expects "at once" or right after a short
+#: timer it configured (about a second).  A loaded CI box (two shared cores) has taken over a
+#: second for one local request, so nothing tighter; yet it stays well below the defaults a
+#: wrong timer would fall back to (20 s and up) and the hangs the tests look for.
+PROMPT = 10.0
+
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def memory_kib(pid: int, name: str) -> int:
+    """A ``VmRSS``/``VmHWM``-style figure of a process, in KiB, from /proc."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    raise AssertionError(name)
 
 
 def write_site(folder: Path, source: str, name: str = "site.py") -> Path:

@@ -19,19 +19,11 @@ from pathlib import Path
 import pytest
 from tls_support import CA, ConfigServer, client_context
 
-from conftest import free_port, write_site
+from conftest import free_port, memory_kib, write_site
 
 APPS = Path(__file__).resolve().parent / "apps"
 MIB = 1 << 20
 CLIENTS, PIPELINED = 16, 4
-
-
-def vm_kib(pid: int, name: str) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(name + ":"):
-                return int(line.split()[1])
-    raise KeyError(name)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +73,7 @@ def responses_in_flight(server, tls: bool) -> float:
     pid = server.proc.pid
     for _ in range(3):
         warm(server, tls)
-    before = vm_kib(pid, "VmRSS")
+    before = memory_kib(pid, "VmRSS")
     request = b"GET /?mb=4 HTTP/1.1\r\nHost: a.test\r\n\r\n" * PIPELINED
     hogs = []
     try:
@@ -94,7 +86,7 @@ def responses_in_flight(server, tls: bool) -> float:
         while time.monotonic() < deadline:
             time.sleep(0.25)
         assert server.proc.poll() is None
-        return (vm_kib(pid, "VmHWM") - before) / 1024
+        return (memory_kib(pid, "VmHWM") - before) / 1024
     finally:
         for sock in hogs:
             sock.close()

@@ -333,7 +333,8 @@ class RequestReader:
 
     # -- bodies
 
-    def _read_body(self):
+    def _take(self, complete: str):
+        """Up to ``_remaining`` buffered bytes as Data, making the move ``complete`` once none remain."""
         buffer = self._buffer
         if not buffer:
             return NEED_DATA
@@ -344,9 +345,14 @@ class RequestReader:
             data, self._buffer = buffer[:remaining], buffer[remaining:]
         self._remaining = remaining - len(data)
         if self._remaining == 0:
-            self._move("body-complete")
-            self._end_pending = True  # the data first, the end on the next call
+            self._move(complete)
         return Data(data)
+
+    def _read_body(self):
+        event = self._take("body-complete")
+        if self.state == DONE:
+            self._end_pending = True  # the data first, the end on the next call
+        return event
 
     def _read_chunked(self):
         while True:
@@ -355,18 +361,7 @@ class RequestReader:
                 if not self._read_chunk_size():
                     return NEED_DATA
             elif state == CHUNK_DATA:
-                buffer = self._buffer
-                if not buffer:
-                    return NEED_DATA
-                remaining = self._remaining
-                if len(buffer) <= remaining:
-                    data, self._buffer = buffer, b""
-                else:
-                    data, self._buffer = buffer[:remaining], buffer[remaining:]
-                self._remaining = remaining - len(data)
-                if self._remaining == 0:
-                    self._move("chunk-data-complete")
-                return Data(data)
+                return self._take("chunk-data-complete")
             elif state == CHUNK_END:
                 buffer = self._buffer
                 if len(buffer) < 2:
