@@ -30,6 +30,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from .forwarded import resolve_client
+from .http.wire import IS_TOKEN
 from .pages import write_error
 from .scripts import inside, safe_segment
 
@@ -54,7 +55,6 @@ _SKIP_REQUEST_HEADERS = frozenset(
 _AUTHORIZATION = b"authorization"
 # Response headers the server owns: framing and connection management.
 _SKIP_RESPONSE_HEADERS = {b"server", b"date", b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade"}
-_TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 class CGIFolder(Resource):
@@ -121,7 +121,7 @@ class CGIFolder(Resource):
         env.update(self.base_env)
         for name, values in request.requestHeaders.getAllRawHeaders():
             lower = name.lower()
-            if lower in self.skipped or b"_" in lower or not _TOKEN.match(lower):
+            if lower in self.skipped or b"_" in lower or not IS_TOKEN.match(lower):
                 continue  # "X_Foo" would alias "X-Foo" once underscored
             value = b", ".join(values)
             if b"\0" not in value:
@@ -262,7 +262,7 @@ class CGIProcess(protocol.ProcessProtocol):
         fields = []
         for line in re.split(rb"\r?\n", head):
             name, colon, value = line.partition(b":")
-            if not colon or not _TOKEN.match(name):
+            if not colon or not IS_TOKEN.match(name):
                 self._fail(502, f"malformed script header line {line[:100]!r}")
                 return False
             fields.append((name.lower(), value.strip()))

@@ -28,7 +28,6 @@ or opens one (``UpstreamPool.open``), and then hears from the connection:
 
 from __future__ import annotations
 
-import re
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
@@ -38,10 +37,10 @@ from .accel import HEADER as ACCEL_HEADER
 from .accel import HEADERS as ACCEL_HEADERS
 from .directsend import is_plain_socket, send_now
 from .http.h1 import BadRequest, BodyReader, Data, EndOfMessage
+from .http.wire import IS_TOKEN
 from .lazytimer import LazyTimer
 
 MAX_HEAD = 64 * 1024  # bytes of response head before the response is refused
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NAMES: dict = {}  # header names seen and found valid -> lower case (a few dozen in practice)
 _MAX_NAMES = 1000
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -155,7 +154,7 @@ def field(line: bytes) -> tuple:
 
 def _header_name(name: bytes, colon: bytes, line: bytes) -> bytes:
     """The lower-case form of a header name not seen before, once it is checked."""
-    if not colon or not _TOKEN.fullmatch(name):
+    if not colon or not IS_TOKEN.match(name):
         raise BadResponse(f"bad header line {line[:80]!r}")
     if len(_NAMES) < _MAX_NAMES:
         _NAMES[name] = name.lower()
