@@ -1,13 +1,14 @@
 """One file's response: representation, validators, conditions, ranges, body.
 
 :class:`FileResponse` subclasses ``twisted.web.static.File`` to keep its
-multipart/byteranges writer and its pull producers (the fallback body path
-for TLS and HTTP/2), and fixes or replaces what falls short:
+pull producers (the fallback body path for TLS and HTTP/2), and fixes or
+replaces what falls short:
 
 - strong ETag (inode, mtime, size) and RFC 9110 §13.2.2 precondition order:
   If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since, If-Range;
-- a strict Range parser (``File``'s accepts ``bytes=--5`` and ``1_0``) and
-  suffix ranges longer than the file (``File`` answers 500);
+- Range requests by :mod:`twisthost.http.ranges` (``File``'s parser accepts
+  ``bytes=--5`` and ``1_0``, answers 500 to a suffix longer than the file,
+  and sends overlapping ranges as many times as they are asked for);
 - content-coding: precompressed sidecars, else cached gzip for text;
 - no Content-Encoding guessed from ``.gz`` names (a ``.tar.gz`` download is
   ``application/gzip``, not a gzip-encoded tar);
@@ -38,12 +39,12 @@ from twisted.web import server, static
 from twisted.web.http import datetimeToString, stringToDatetime
 
 from .compression import SIDECAR_SUFFIX, GzipCache, choose_coding, is_compressible
+from .http.ranges import if_range_matches, multipart, select, unsatisfied_range
 from .pages import write_error
 from .request import FastHeaders
 from .sendfile import SendfileProducer, can_sendfile
 
 SMALL = 64 * 1024  # bodies up to this size are read and written in one go (and may be cached)
-MAX_RANGES = 16  # more ranges than this are ignored (200), as nginx's max_ranges
 
 _TYPES = {
     **static.File.contentTypes,
@@ -67,7 +68,6 @@ _TYPES = {
     ".zst": "application/zstd",
     ".tgz": "application/gzip",
 }
-_RANGE = re.compile(rb"^\s*(\d*)\s*-\s*(\d*)\s*$")
 _ETAG = re.compile(rb'\s*(W/)?("[^"]*")\s*(?:,|$)')
 
 
@@ -372,14 +372,9 @@ def answer_precondition(request, status: int):
 
 
 def if_range_allows(request, etag: bytes, mtime: int) -> bool:
-    """If-Range: honour Range only for the same representation (strong validators)."""
+    """If-Range: honour Range only for the same representation (RFC 9110 13.1.5)."""
     value = request.getHeader(b"if-range")
-    if value is None:
-        return True
-    value = value.strip()
-    if value.startswith((b'"', b"W/")):
-        return not etag.startswith(b"W/") and value == etag
-    return _date(value) == mtime
+    return value is None or if_range_matches(value, etag, mtime)
 
 
 class FileResponse(static.File):
@@ -392,43 +387,6 @@ class FileResponse(static.File):
         self.type = options.content_type(os.path.basename(path))
         self.encoding = None
         self.size = 0
-
-    # -- static.File hooks, fixed --------------------------------------------------
-
-    def getFileSize(self) -> int:
-        return self.size
-
-    def _parseRangeHeader(self, range):
-        """``[(start, end), ...]``; ValueError for anything but well-formed ``bytes=`` ranges."""
-        unit, sep, spec = range.partition(b"=")
-        if not sep or unit.strip().lower() != b"bytes":
-            raise ValueError("not a bytes range")
-        ranges = []
-        for item in spec.split(b","):
-            if not item.strip():
-                continue
-            match = _RANGE.match(item)
-            if not match or match.group(1) == match.group(2) == b"":
-                raise ValueError(f"bad range {item!r}")
-            start = int(match.group(1)) if match.group(1) else None
-            end = int(match.group(2)) if match.group(2) else None
-            if start is not None and end is not None and start > end:
-                raise ValueError(f"bad range {item!r}")
-            ranges.append((start, end))
-        if not ranges:
-            raise ValueError("empty range set")
-        return ranges
-
-    def _rangeToOffsetAndSize(self, start, end):
-        """As ``File``'s, but a suffix longer than the file means the whole file."""
-        size = self.size
-        if start is None:
-            start, end = max(0, size - end), size
-        else:
-            end = size if end is None else min(end + 1, size)
-        if start >= size or start >= end:
-            return 0, 0
-        return start, end - start
 
     # -- rendering -------------------------------------------------------------------
 
@@ -501,31 +459,32 @@ class FileResponse(static.File):
                                                etag, mtime, ranges))
 
     def _send_ranges(self, request, file, etag: bytes, mtime: int):
-        """200, 206 (one range or multipart/byteranges) or 416, with the body."""
-        spans = None
+        """200, 206 (one range or multipart/byteranges) or 416, with the body.
+
+        A GET only: HEAD has returned before, since Range is defined for GET
+        alone (RFC 9110 14.2); what the header selects is
+        :func:`twisthost.http.ranges.select`'s decision.
+        """
         header = request.getHeader(b"range")
-        if header is not None and self.size and if_range_allows(request, etag, mtime):
-            try:
-                parsed = self._parseRangeHeader(header)
-            except ValueError:
-                parsed = []
-            if 0 < len(parsed) <= MAX_RANGES:
-                spans = [s for s in (self._rangeToOffsetAndSize(*r) for r in parsed) if s != (0, 0)]
-                if not spans:
-                    file.close()
-                    request.setHeader(b"content-range", b"bytes */%d" % self.size)
-                    return write_error(request, 416, "Range not satisfiable.")
-                if len(spans) > 1:
-                    info = self._doMultipleRangeRequest(request, parsed)
-                    static.MultipleRangeStaticProducer(request, file, info).start()
-                    return server.NOT_DONE_YET
-        if spans:
-            offset, count = spans[0]
-            request.setResponseCode(206)
-            request.setHeader(b"content-range", self._contentRange(offset, count))
-        else:
-            offset, count = 0, self.size
-        return self._send(request, file, offset, count)
+        spans = None
+        if header is not None and if_range_allows(request, etag, mtime):
+            spans = select(header, self.size)
+        if spans is None:
+            return self._send(request, file, 0, self.size)
+        if not spans:
+            file.close()
+            request.setHeader(b"content-range", unsatisfied_range(self.size))
+            return write_error(request, 416, "Range not satisfiable.")
+        request.setResponseCode(206)
+        if len(spans) == 1:
+            request.setHeader(b"content-range", spans[0].content_range(self.size))
+            return self._send(request, file, *spans[0])
+        body = multipart(spans, self.size, self.type.encode())
+        request.setHeader(b"content-type", body.content_type)
+        request.setHeader(b"content-length", b"%d" % body.length)
+        parts = [(head, span.offset, span.length) for head, span in body.parts]
+        static.MultipleRangeStaticProducer(request, file, [*parts, (body.end, 0, 0)]).start()
+        return server.NOT_DONE_YET
 
     def _send(self, request, file, offset: int, count: int):
         request.setHeader(b"content-length", b"%d" % count)
