@@ -11,6 +11,9 @@ here; what is left and why:
   transport holds nothing (``directsend``), which Twisted cannot tell publicly;
 - :func:`endpoint_options` parses a ``systemd:`` endpoint string without
   resolving inherited descriptors, so ``check`` works outside systemd;
+- :func:`tcp_server_address` and :func:`systemd_passed` let the start-up check
+  (``portcheck``) name a port in use, or a systemd socket that is missing, in one
+  line before anything listens;
 - :func:`raise_listen_errors` makes a port in use stop start-up instead of
   being logged;
 - :func:`log_observers` finds the files twistd's log observers write to
@@ -45,6 +48,18 @@ def endpoint_options(description: str) -> dict:
 
     _, _, kwargs = endpoints._parseServer(description, None)
     return kwargs
+
+
+def tcp_server_address(endpoint) -> tuple[int, str]:
+    """``(port, interface)`` a ``TCP4ServerEndpoint``/``TCP6ServerEndpoint`` was made with."""
+    return endpoint._port, endpoint._interface
+
+
+def systemd_passed():
+    """The ``ListenFDs`` Twisted's ``systemd:`` endpoints read (taken from the environment on import)."""
+    from twisted.internet import endpoints
+
+    return endpoints._SystemdParser._sddaemon
 
 
 def raise_listen_errors(service) -> None:

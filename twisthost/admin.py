@@ -25,6 +25,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from . import statuspage
+from ._compat import raise_listen_errors
 from .build import route_labels
 from .pages import ErrorPage, write_error
 from .procinfo import rss_mib
@@ -279,5 +280,5 @@ def admin_service(endpoint: str, state: AdminState, reactor) -> StreamServerEndp
     service = StreamServerEndpointService(
         endpoints.serverFromString(reactor, endpoint), AdminSite(root, state)
     )
-    service._raiseSynchronously = True
+    raise_listen_errors(service)
     return service

@@ -19,7 +19,7 @@ import socket
 
 from twisted.internet import endpoints
 
-from ._compat import endpoint_options
+from ._compat import endpoint_options, systemd_passed, tcp_server_address
 from .config import TLS, Site
 from .errors import ConfigError, combined
 
@@ -71,8 +71,8 @@ def _problem(description: str, systemd, environ) -> tuple[str, str | None] | Non
         family, default = socket.AF_INET, "0.0.0.0"
     else:
         return None  # UNIX sockets: Twisted's own lock file and message
-    # Twisted's TCP server endpoints keep what they were given in these (unchanged since 10.x).
-    port, interface = endpoint._port, endpoint._interface or default  # noqa: SLF001
+    port, interface = tcp_server_address(endpoint)
+    interface = interface or default
     if port == 0:
         return None
     shown = f"[{interface}]:{port}" if ":" in interface else f"{interface}:{port}"
@@ -98,7 +98,7 @@ def _systemd_problem(description: str, passed, environ) -> tuple[str, str] | Non
     options = endpoint_options(description)
     what = f"cannot listen on {description}"
     if passed is None:  # what Twisted took from the environment on import (it then unset it)
-        passed = endpoints._SystemdParser._sddaemon  # noqa: SLF001
+        passed = systemd_passed()
     names = list(passed.inheritedNamedDescriptors())
     count = len(passed.inheritedDescriptors())
     if not count:

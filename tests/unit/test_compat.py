@@ -29,10 +29,10 @@ KNOWN_PRIVATE = """
     _setNonBlocking _fromListeningDescriptor _trySpawnInsteadOfFork _resetSignalDisposition
     _execChild _run_exitfuncs _parseRangeHeader _rangeToOffsetAndSize _doMultipleRangeRequest
     _contentRange _parseServer _raiseSynchronously _sslverify reapProcessHandlers _outFile
-    _observers _clear OpenSSLAcceptableCiphers _http2
+    _observers _clear OpenSSLAcceptableCiphers _http2 _port _interface _sddaemon
 """.split()
 #: Modules not yet moved behind the fence (docs/design.md says why and what replaces them).
-NOT_YET_FENCED = {"workers.py", "acceptshare.py", "request.py", "staticfile.py", "portcheck.py", "admin.py"}
+NOT_YET_FENCED = {"workers.py", "acceptshare.py", "request.py"}
 
 
 def test_h2_connection_is_twisteds_http2_protocol():
@@ -71,6 +71,18 @@ def test_unsent_follows_a_tcp_transports_buffers():
 ])
 def test_endpoint_options_parse_without_resolving(description, options):
     assert _compat.endpoint_options(description) == options, "endpoints._parseServer changed its result"
+
+
+def test_tcp_server_address_is_what_the_endpoint_was_made_with():
+    assert _compat.tcp_server_address(endpoints.serverFromString(None, "tcp:8181:interface=127.0.0.2")) \
+        == (8181, "127.0.0.2"), "TCP4ServerEndpoint._port/_interface changed"
+    assert _compat.tcp_server_address(endpoints.serverFromString(None, "tcp6:8182")) == (8182, "::")
+
+
+def test_systemd_passed_lists_inherited_sockets():
+    passed = _compat.systemd_passed()
+    assert isinstance(list(passed.inheritedDescriptors()), list), "_SystemdParser._sddaemon changed"
+    assert isinstance(list(passed.inheritedNamedDescriptors()), list)
 
 
 def test_raise_listen_errors_makes_start_service_raise():
