@@ -24,12 +24,14 @@ from bench import install, load, procs, scenarios  # noqa: E402
 from bench.servers import PEERS_BY_NAME, Peer, _twisthost  # noqa: E402
 from run import Bench  # noqa: E402
 
-GENERATORS = ["python"] + (["wrk"] if install.find_tool("wrk") else [])
+# Without wrk its case shows as skipped, with the reason, so the count of tests does not change.
+GENERATORS = ["python", pytest.param("wrk", marks=pytest.mark.skipif(
+    install.find_tool("wrk") is None, reason="wrk is not installed (Debian: apt-get install wrk)"))]
 
 
 def options(generator: str) -> argparse.Namespace:
     return argparse.Namespace(
-        load=generator, threads=1, connections=4, timeout=2.0, warmup=0.3, duration=1.0, stop_timeout=5.0,
+        load=generator, threads=1, connections=4, timeout=10.0, warmup=0.3, duration=1.0, stop_timeout=10.0,
     )
 
 
@@ -49,12 +51,12 @@ def test_measures_twisthost_and_stops_it(work, generator):
 
     assert metrics["requests"] > 0 and metrics["rps"] > 0
     assert metrics["status_errors"] == 0 and metrics["socket_errors"] == 0
-    assert 0 < metrics["p50_ms"] <= metrics["p99_ms"] < 2000
+    assert 0 < metrics["p50_ms"] <= metrics["p99_ms"] < 10_000  # milliseconds: not seconds, not µs
     assert 10 < metrics["rss_mib"] < 2000 and 0 < metrics["pss_mib"] <= metrics["rss_mib"]
     # CPU time is read in clock ticks: over a second of load some must have been spent.
     assert math.isfinite(metrics["cpu_us"]) and metrics["cpu_us"] > 0
 
-    assert process.stop(5.0), process.stop_note
+    assert process.stop(10.0), process.stop_note
     assert not [pid for pid in pids if procs._alive(pid)]
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", process.port), timeout=1).close()

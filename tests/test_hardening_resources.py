@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from conftest import PROMPT
 from hardening_support import read_until_closed, responses, site_source, start
 
 MIB = 1 << 20
@@ -50,8 +51,10 @@ def warmed(server) -> dict:
 
 
 def timed_request(server) -> float:
+    """Seconds one normal request takes: held below ``PROMPT`` while a test loads the server,
+    it shows the load does not starve other clients (starved, they wait for the load's end)."""
     started = time.monotonic()
-    status, _, _ = server.request(path="/probe", host="a.test", timeout=5)
+    status, _, _ = server.request(path="/probe", host="a.test", timeout=30)
     assert status == 200
     return time.monotonic() - started
 
@@ -68,7 +71,7 @@ def test_1000_idle_keepalive_connections(serve):
             idle.append(sock)
         for sock in idle:  # every one answered, and left open
             assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
-        assert timed_request(server) < 1.0
+        assert timed_request(server) < PROMPT
         grown = growth_mib(server.proc.pid, before)
         print(f"1000 idle keep-alive connections: +{grown:.1f} MiB")
         assert grown < 64
@@ -103,9 +106,9 @@ def test_300_slowloris_connections_while_a_normal_client_is_served(serve):
         grown = growth_mib(server.proc.pid, before)
         print(f"300 slowloris: all closed after {elapsed:.1f}s, slowest normal request {slowest:.3f}s, +{grown:.1f} MiB")
         assert not alive, f"{len(alive)} slowloris connections still open after {elapsed:.1f}s"
-        assert slowest < 1.0
+        assert slowest < PROMPT  # served between the slowloris lines, not after them
         assert grown < 64
-        raw, closed = read_until_closed(loris[0], 2)
+        raw, closed = read_until_closed(loris[0], PROMPT)
         assert raw.startswith(b"HTTP/1.1 408 ") and closed
     finally:
         for sock in loris:
@@ -124,7 +127,7 @@ def test_a_client_that_never_reads_a_large_response_is_dropped(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET /zeros?mib=512 HTTP/1.1\r\nHost: a.test\r\n\r\n")
         time.sleep(3.5)  # not reading: buffers fill, the write timeout runs out
-        assert timed_request(server) < 1.0
+        assert timed_request(server) < PROMPT
         received, closed = 0, False
         while received < 64 * MIB:
             try:
@@ -161,4 +164,4 @@ def test_a_200_mib_upload_stays_out_of_memory(server, framing):
     grown = growth_mib(server.proc.pid, before)
     print(f"200 MiB upload ({framing}): +{grown:.1f} MiB")
     assert grown < 48
-    assert timed_request(server) < 1.0
+    assert timed_request(server) < PROMPT

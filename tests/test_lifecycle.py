@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ROOT, TWISTD, config_error, free_port, wait_for_port, wait_until, write_site
+from conftest import PROMPT, ROOT, TWISTD, config_error, free_port, wait_for_port, wait_until, write_site
 from proxy_upstream import ws_upstream  # noqa: F401  (a fixture: a WebSocket echo server)
 from tls_support import CA, ConfigServer, client_context, tls_get
 from twisthost.service import prepare
@@ -106,7 +106,8 @@ def term_with_in_flight_and_stuck(server, grace: float, path: str, stuck: str) -
     """TERM with 20 in-flight 1 s requests and one stuck forever.
 
     The 20 get their 200s, the stuck one is cut at graceful_timeout, the
-    process exits 0 within graceful_timeout + 1 s and accepts nothing more.
+    process exits 0 soon after graceful_timeout (the stuck request would hold
+    it forever) and accepts nothing more.
     """
     before = in_flight(server)
     blocked = socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -117,8 +118,8 @@ def term_with_in_flight_and_stuck(server, grace: float, path: str, stuck: str) -
         started = time.monotonic()
         server.signal(signal.SIGTERM)
         statuses = [f.result()[0] for f in futures]
-        assert server.proc.wait(10) == 0
-    assert time.monotonic() - started < grace + 1.0, server.log()
+        assert server.proc.wait(grace + PROMPT + 10) == 0
+    assert time.monotonic() - started < grace + PROMPT, server.log()
     assert statuses == [200] * 20
     assert closed_without_answer(blocked)  # cut at the deadline, not left hanging
     assert "graceful timeout: closing 1 connection(s)" in server.log()
@@ -169,8 +170,8 @@ def test_int_stops_at_once_despite_in_flight_requests(serve, slow_site):
     time.sleep(0.3)
     started = time.monotonic()
     server.signal(signal.SIGINT)
-    assert server.proc.wait(5) == 0
-    assert time.monotonic() - started < 2
+    assert server.proc.wait(30) == 0
+    assert time.monotonic() - started < PROMPT  # not the graceful_timeout=30 a TERM would grant
     stuck.close()
 
 
@@ -236,8 +237,9 @@ def test_proxied_websocket_keeps_working_during_a_stop_until_graceful_timeout(se
             ws.send("while stopping")
             assert ws.recv(timeout=5) == "while stopping"
             with pytest.raises(ConnectionClosed):
-                ws.recv(timeout=10)  # closed by the server at the deadline
-            assert 1.5 - 0.2 < time.monotonic() - started < 1.5 + 1.0
+                ws.recv(timeout=30)  # closed by the server at the deadline
+            # At graceful_timeout=1.5: not before, and not at a later timer (the idle ones are 60 s).
+            assert 1.5 - 0.2 < time.monotonic() - started < 1.5 + PROMPT
     assert server.proc.wait(5) == 0
     assert "graceful timeout: closing 1 connection(s)" in server.log()
 
@@ -279,8 +281,8 @@ def test_app_code_holding_the_process_cannot_stop_it_exiting(serve, tmp_path, se
         wait_until(lambda: (tmp_path / "blocking").exists(), what="the reactor to block")
     started = time.monotonic()
     server.signal(signal.SIGTERM)
-    assert server.proc.wait(10) == 1  # forced: not a clean stop
-    assert time.monotonic() - started < 0.5 + 0.75 + 1.0
+    assert server.proc.wait(30) == 1  # forced: not a clean stop
+    assert time.monotonic() - started < 0.5 + 0.75 + PROMPT  # the app code would hold it forever
     assert "still running 1.25s after the stop began" in server.log()
     client.close()
 

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import config_error, free_port, raw_request
+from conftest import PROMPT, config_error, free_port, raw_request
 
 # The Apache/nginx combined format as log tools parse it; the client IP is bare.
 COMBINED = re.compile(
@@ -296,11 +296,12 @@ def test_pool_saturation_moves_the_queue_wait_histogram(tmp_path, serve):
     """)
     server.admin_port = admin_port
     statuses = []
-    clients = [threading.Thread(target=lambda: statuses.append(server.request(path="/?s=0.3", host="w.test")[0]))
-               for _ in range(3)]
+    clients = [threading.Thread(target=lambda: statuses.append(
+        server.request(path="/?s=2", host="w.test", timeout=30)[0])) for _ in range(3)]
     for client in clients:
         client.start()
-    deadline = time.monotonic() + 0.25  # all three are in well before the first one's 0.3 s are up
+    # 1 running and 2 queued from the third one's arrival until the first one's 2 s are up.
+    deadline = time.monotonic() + PROMPT
     while True:
         pools = json.loads(admin_get(server, "/status.json")[2])["sources"]["pools"]
         if (pools[0]["busy"], pools[0]["queued"]) == (1, 2) or time.monotonic() > deadline:

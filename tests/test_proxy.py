@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from conftest import Server, config_error, free_port, wait_until, write_site
+from conftest import PROMPT, Server, config_error, free_port, wait_until, write_site
 from proxy_upstream import Upstream, hanging_server
 
 
@@ -316,7 +316,7 @@ def test_hanging_upstream_gives_504_in_time(proxy):
     response, body = get(proxy, "hang.test", "/")
     elapsed = time.monotonic() - start
     assert response.status == 504
-    assert 0.5 <= elapsed <= 1.5
+    assert 0.5 <= elapsed < PROMPT  # at response_timeout=1, not the 60 s default (the upstream never answers)
 
 
 def test_many_concurrent_clients_are_all_answered(proxy):

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import Server, free_port, wait_until, write_site
+from conftest import PROMPT, Server, free_port, wait_until, write_site
 from test_lifecycle import SLOW, get, hammering, term_with_in_flight_and_stuck
 from proxy_upstream import ws_upstream  # noqa: F401  (a fixture: a WebSocket echo server)
 from websockets.sync.client import connect as ws_connect
@@ -110,7 +110,7 @@ def test_killed_worker_is_replaced_and_no_request_fails(shared):
     os.kill(victim, signal.SIGKILL)
     started = time.monotonic()
     wait_until(lambda: len(children(shared.proc.pid) - {victim}) == 2, what="replacement")
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < PROMPT  # replaced at once, not after a back-off
     assert set(serving_pids(shared.port)) <= children(shared.proc.pid)
     assert f"worker {victim} died" in shared.log() and "SIGKILL" in shared.log()
 
@@ -219,7 +219,7 @@ def test_a_hook_thread_cannot_keep_the_master_alive(serve, slow_site):
     wait_until(lambda: "worker(s) ready" in server.log(), what="workers ready")
     started = time.monotonic()
     server.signal(signal.SIGTERM)
-    assert server.proc.wait(15) == 1  # forced: not a clean stop
-    assert time.monotonic() - started < 0.25 + 2 + 0.75 + 1.0
+    assert server.proc.wait(30) == 1  # forced: not a clean stop
+    assert time.monotonic() - started < 0.25 + 2 + 0.75 + PROMPT  # the hook's thread sleeps an hour
     assert server.log().count("stopped (exit status 0)") == 2  # the workers stopped cleanly first
     assert "still running 3s after the stop began (threads: MainThread, hook-thread" in server.log()
