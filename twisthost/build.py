@@ -26,6 +26,7 @@ BUILDERS = {
     c.Redirect: "twisthost.redirect:build_redirect",
     c.Resource: "twisthost.build:build_resource",
     c.WSGI: "twisthost.wsgi:build_wsgi",
+    c.ASGI: "twisthost.asgi:build_asgi",
     c.Static: "twisthost.static:build_static",
     c.Proxy: "twisthost.proxy:build_proxy",
     c.Scripts: "twisthost.scripts:build_scripts",

@@ -318,6 +318,52 @@ class WSGI(Service):
 
 
 @spec
+class ASGI(Service):
+    """An ASGI 3 application (FastAPI, Starlette, Django's ASGI handler...) on an event loop of its own.
+
+    Each ``ASGI`` mount runs its own asyncio loop (uvloop when installed) in
+    its own thread, so a coroutine that blocks its loop delays only that app,
+    never static files, WSGI apps, the proxy or other ASGI apps.  HTTP
+    requests get the body as read by the reactor, responses stream with
+    back-pressure; WebSocket runs over HTTP/1.1 (wsproto); the lifespan
+    startup runs before the listeners serve, and a failed one stops the
+    start.  See docs/asgi.md.
+    """
+
+    target: str = option(doc="Import target: 'pkg.mod:app' or 'pkg.mod:create_app()'.", positional=True)
+    pythonpath: tuple = option((), doc="Extra folders put on sys.path before importing, relative to the config file.")
+    max_concurrency: int = option(1000, doc="Most requests and WebSockets the app handles at once; more get 503 + Retry-After at once.")
+    max_body: int = option(1 << 30, doc="Largest request body in bytes; a bigger Content-Length gets 413 before the body is read.")
+    body_spool: int = option(100_000, doc="Request bodies up to this many bytes stay in memory; bigger ones go to a temporary file.")
+    request_timeout: Any = option(None, doc="Seconds an HTTP request may take before it gets 504 (or its connection is closed), the stuck task's stack is logged and the task cancelled; None = no limit. WebSockets are not timed.")
+    lifespan: str = option("auto", doc="The lifespan protocol: 'auto' (run it; an app that raises on it does not support it, which is fine), 'on' (an app that raises on it fails the start), 'off' (never sent).")
+    lifespan_timeout: float = option(30.0, doc="Seconds the lifespan startup (and shutdown) may take; a startup past it fails the start.")
+    websocket: bool = option(True, doc="Hand WebSocket upgrade requests (HTTP/1.1) to the app as 'websocket' scopes; False sends them as plain 'http' requests.")
+    max_message: int = option(16 << 20, doc="Largest WebSocket message, in bytes, the app is given; a bigger one closes the connection with 1009.")
+    ping_interval: Any = option(None, doc="Seconds between WebSocket pings sent to the client; None sends none.")
+    ping_timeout: float = option(20.0, doc="With ping_interval: seconds to wait for the pong before the WebSocket is closed (1011).")
+    debug: bool = option(False, doc="Show the traceback in the body of a 500 (never in production).")
+
+    def check(self) -> None:
+        self.want_target("target")
+        self._set("pythonpath", _absolute_paths(self, "pythonpath"))
+        self.want_number("max_concurrency", 1, integer=True)
+        self.want_number("max_body", 0, integer=True)
+        self.want_number("body_spool", 0, integer=True)
+        if self.request_timeout is not None:
+            self._set("request_timeout", float(self.want_number("request_timeout", 0.001)))
+        if self.lifespan not in ("auto", "on", "off"):
+            raise self.fail(f"ASGI(lifespan=...) must be 'auto', 'on' or 'off', got {self.lifespan!r}")
+        self._set("lifespan_timeout", float(self.want_number("lifespan_timeout", 0.001)))
+        self.want("websocket", bool, "True or False")
+        self.want_number("max_message", 1, integer=True)
+        if self.ping_interval is not None:
+            self._set("ping_interval", float(self.want_number("ping_interval", 0.01)))
+        self._set("ping_timeout", float(self.want_number("ping_timeout", 0.01)))
+        self.want("debug", bool, "True or False")
+
+
+@spec
 class Static(Service):
     """Files under ``root``, served like nginx's ``root`` or Caddy's ``file_server``.
 
@@ -932,7 +978,7 @@ class Host(Spec):
     def _service(self, service: Any, label: str) -> Service:
         if not isinstance(service, Service):
             raise self.fail(
-                f"Host {self.name!r} {label} must be a service (WSGI, Static, Proxy, "
+                f"Host {self.name!r} {label} must be a service (WSGI, ASGI, Static, Proxy, "
                 f"Scripts, CGI, Redirect, Resource), got {type(service).__name__} {service!r}"
             )
         return service
@@ -1104,4 +1150,4 @@ class Site(Spec):
                 yield host, prefix, service
 
 
-SERVICE_TYPES = (WSGI, Static, Proxy, Scripts, CGI, Redirect, Resource)
+SERVICE_TYPES = (WSGI, ASGI, Static, Proxy, Scripts, CGI, Redirect, Resource)

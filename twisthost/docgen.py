@@ -17,6 +17,7 @@ CLASSES = [
     config.TLS,
     config.HSTS,
     config.WSGI,
+    config.ASGI,
     config.Static,
     config.Proxy,
     config.HealthCheck,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 
+from .asgi import AppLoop
 from .threadpools import WorkerPool
 
 
@@ -22,6 +23,11 @@ def register(context) -> None:
         mounts = pool_mounts(context.mounts)
         context.status_sources["pools"] = lambda: [pool_row(pool, mounts.get(pool, ())) for pool in pools]
         context.readiness.append(lambda: pools_ready(pools))
+    apps = [service for service in context.services if isinstance(service, AppLoop)]
+    if apps:
+        app_routes = asgi_mounts(context.mounts)
+        context.status_sources["asgi"] = lambda: [asgi_row(app, app_routes.get(app, ())) for app in apps]
+        context.readiness.append(lambda: asgi_ready(apps))
     upstreams = context.shared.get("upstreams")
     if upstreams:
         proxies = upstream_mounts(context.mounts)
@@ -66,6 +72,37 @@ def pool_row(pool: WorkerPool, mounts=()) -> dict:
 def pools_ready(pools) -> tuple:
     stopped = [pool.stats.name for pool in pools if not pool.running]
     return ("wsgi pools", not stopped, f"not running: {', '.join(stopped)}" if stopped else "")
+
+
+def asgi_mounts(mounts) -> dict:
+    """app loop -> [(host, route), ...] of the ASGI mount it runs."""
+    found: dict = {}
+    for host, route, resource in mounts:
+        apploop = getattr(resource, "apploop", None)
+        if apploop is not None:
+            found.setdefault(apploop, []).append((host, route))
+    return found
+
+
+def asgi_row(apploop, mounts=()) -> dict:
+    """An ASGI app's numbers (its event loop), named by its host and route."""
+    stats = apploop.stats
+    return {
+        "host": ", ".join(host for host, _ in mounts),
+        "route": ", ".join(route for _, route in mounts),
+        "name": stats.name,
+        "active": stats.active,
+        "max_concurrency": stats.max_concurrency,
+        "websockets": stats.websockets,
+        "completed": stats.completed,
+        "rejected_503": stats.rejected,
+        "timeouts_504": stats.timeouts,
+    }
+
+
+def asgi_ready(apps) -> tuple:
+    stopped = [app.stats.name for app in apps if not app.ready]
+    return ("asgi apps", not stopped, f"not running: {', '.join(stopped)}" if stopped else "")
 
 
 def upstream_mounts(mounts) -> dict:

@@ -37,7 +37,7 @@ TITLES = {
 }
 # Free text that may wrap; every other cell stays on one line (dates, numbers, names).
 WRAPPING = {"names", "last_check", "detail", "file"}
-SECTIONS = {"processes": "Processes", "pools": "WSGI thread pools", "upstreams": "Proxy upstreams",
+SECTIONS = {"processes": "Processes", "pools": "WSGI thread pools", "asgi": "ASGI apps (event loops)", "upstreams": "Proxy upstreams",
             "certificates": "TLS certificates"}
 CERT_RED_DAYS, CERT_AMBER_DAYS = 7, 30
 

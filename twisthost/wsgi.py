@@ -71,9 +71,8 @@ def build_wsgi(config, context) -> "WSGIApp":
             f"WSGI({config.target!r}) is an async callable (an ASGI app?): WSGI() calls it from a "
             "thread and every request would fail",
             config.where,
-            "ASGI apps are not supported by WSGI(); an ASGI() service is planned. Until then mount the "
-            "framework's WSGI app (Django: get_wsgi_application), or run the ASGI app under an ASGI "
-            "server such as uvicorn and mount Proxy('http://127.0.0.1:PORT')",
+            f"mount it with ASGI({config.target!r}) instead (docs/asgi.md), or mount the "
+            "framework's WSGI app (Django: get_wsgi_application)",
         )
     return WSGIApp(app, _pool_for(config, context), config, context)
 
