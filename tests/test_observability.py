@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import PROMPT, config_error, free_port, raw_request
+from conftest import PROMPT, config_error, free_port, raw_request, wait_for_port
 
 # The Apache/nginx combined format as log tools parse it; the client IP is bare.
 COMBINED = re.compile(
@@ -247,6 +247,7 @@ def test_workers_are_summed_by_the_master(tmp_path, serve):
                     admin="tcp:{admin_port}:interface=127.0.0.1")
     """)
     server.admin_port = admin_port
+    wait_for_port(admin_port, server.proc)  # the master may open it after the workers' port answers
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # both workers up and reporting
         data = json.loads(admin_get(server, "/status.json")[2])
