@@ -299,6 +299,9 @@ class Lifespan:
         self.startup_done: asyncio.Future | None = None
         self.shutdown_done: asyncio.Future | None = None
         self.phase = "startup"
+        # 'auto': an app that raises before it asked for the startup event does not speak
+        # lifespan (Django's handler); one that raises after it failed its startup.
+        self.asked = False
 
     async def startup(self) -> str | None:
         """None when started (or lifespan unsupported in 'auto' mode), else what went wrong."""
@@ -321,7 +324,7 @@ class Lifespan:
             await self.apploop.app(scope, self.receive, self.send)
         except BaseException as error:  # CancelledError too: the app is gone either way
             if not self.startup_done.done():
-                if config.lifespan == "auto":
+                if config.lifespan == "auto" and not self.asked:
                     self.supported = False
                     text = _one_line(error)
                     self.apploop.mailbox.post(lambda: log.info(
@@ -343,6 +346,7 @@ class Lifespan:
                 self.shutdown_done.set_result(None)
 
     async def receive(self):
+        self.asked = True
         return await self.incoming.get()
 
     async def send(self, message) -> None:

@@ -215,3 +215,20 @@ async def with_lifespan(scope, receive, send):
 def wsgi_app(environ, start_response):
     start_response("200 OK", [])
     return [b"wsgi"]
+
+
+async def blocking(scope, receive, send):
+    """Blocks its own loop with time.sleep(2) inside async def, again and again until the
+    test creates the file ``<query>.release`` (at most 60 s); ``<query>.sleeping`` says it
+    has started.  Nothing else can run on this app's loop meanwhile."""
+    if scope["type"] != "http":
+        return
+    base = scope["query_string"].decode()
+    with open(base + ".sleeping", "w"):
+        pass
+    deadline = time.monotonic() + 60
+    while not os.path.exists(base + ".release") and time.monotonic() < deadline:
+        time.sleep(2)  # never yields to the loop: the whole app is stuck meanwhile
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"unblocked"})
+

@@ -622,3 +622,40 @@ def test_json_roundtrip_of_the_scope_is_possible(site):
     scope["raw_path"], scope["query_string"] = scope["raw_path"].decode(), scope["query_string"].decode()
     json.dumps(scope)
     client.close()
+
+
+LIFESPAN_APPS = '''
+async def no_lifespan(scope, receive, send):
+    if scope["type"] == "lifespan":
+        raise ValueError("only http here")  # before asking for the startup event: like Django's
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+'''
+
+
+@pytest.mark.parametrize("mode, fails", [("auto", False), ("on", True), ("off", False)])
+def test_an_app_without_lifespan_starts_unless_lifespan_is_on(tmp_path, mode, fails):
+    from twisthost.asgi import LifespanFailed
+
+    (tmp_path / f"asgi_unit_life_{mode}.py").write_text(LIFESPAN_APPS)
+    path = write_site(tmp_path, f"""
+        from twisthost import ASGI, Host, Site
+        site = Site(hosts=[Host("a.test",
+            ASGI("asgi_unit_life_{mode}:no_lifespan", pythonpath=["."], lifespan={mode!r}))])
+    """)
+    reactor = Reactor()
+    prepared = prepare(str(path), reactor=reactor)
+    services = prepared.context.services
+    if fails:
+        with pytest.raises(LifespanFailed) as failed:
+            services.startService()
+        assert str(failed.value).startswith(f"{path}:3: error: ASGI('asgi_unit_life_on:no_lifespan'): "
+                                            "lifespan startup failed: the app raised ValueError: only http here")
+        return
+    services.startService()
+    try:
+        (apploop,) = [s for s in services if hasattr(s, "lifespan")]
+        assert apploop.ready and (mode == "off") == (apploop.lifespan is None)
+    finally:
+        stopped = services.stopService()
+        reactor.pump(lambda: stopped.called, what="the services to stop")

@@ -6,4 +6,5 @@ urlpatterns = [
     path("", views.index),
     path("form/", views.form),
     path("where/", views.where),
+    path("async/", views.async_view),
 ]

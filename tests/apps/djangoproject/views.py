@@ -20,3 +20,12 @@ def where(request):
         "path_info": request.path_info,
         "absolute": request.build_absolute_uri(),
     })
+
+
+async def async_view(request):
+    """An async view: under ASGI it runs on the app's event loop, no thread."""
+    import asyncio
+
+    await asyncio.sleep(0)
+    return JsonResponse({"async": True, "path": request.path, "script_name": request.META["SCRIPT_NAME"],
+                         "method": request.method})
