@@ -5,7 +5,7 @@
 #   curl http://app.localhost:8080/
 #   curl --cacert examples/tls/localhost.pem --http2 https://app.localhost:8443/
 #   twisthost check examples/site.py
-from twisthost import CGI, TLS, WSGI, HealthCheck, Host, Proxy, Redirect, Resource, Scripts, Site, Static
+from twisthost import ASGI, CGI, TLS, WSGI, HealthCheck, Host, Proxy, Redirect, Resource, Scripts, Site, Static
 
 site = Site(
     listen=[
@@ -51,6 +51,10 @@ site = Site(
             "/": WSGI("wsgi_demo:app", threads=4, queue=8, timeout=3),
             "/protected": Static("private", internal=True),
         }),
+        # An ASGI app (examples/asgi_demo.py, docs/asgi.md) on an event loop of its own:
+        #   curl http://asgi.localhost:8080/ ; curl -N http://asgi.localhost:8080/stream
+        # /block stalls its loop with time.sleep(2); the other hosts do not notice.
+        Host("asgi.localhost", ASGI("asgi_demo:app", max_concurrency=100, request_timeout=10)),
         # A wildcard: any other name under .localhost goes to the app.
         Host("*.localhost", Redirect("http://app.localhost:8080")),
     ],

@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import json
 import os
+import signal
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -310,3 +311,18 @@ def test_lifespan_state_reaches_requests_and_shutdown_runs_at_stop(tmp_path):
         code = running.stop()
     assert code == 0, running.log()
     assert marker.read_text() == "shutdown ran"
+
+
+def test_a_reload_whose_app_fails_its_startup_keeps_the_running_config(tmp_path):
+    config = write_site(tmp_path, LIFESPAN_SITE.format(target="asgiapps:with_lifespan"))
+    running = Server(config, free_port())
+    try:
+        assert running.request(path="/", host="a.test", timeout=PROMPT)[2] == b"from-startup"
+        write_site(tmp_path, LIFESPAN_SITE.format(target="asgiapps:failing_startup"))
+        running.signal(signal.SIGHUP)
+        wait_until(lambda: "reload failed, keeping the running config" in running.log(), PROMPT * 3,
+                   "the failed reload in the log")
+        assert "lifespan startup failed: the database is not there" in running.log()
+        assert running.request(path="/", host="a.test", timeout=PROMPT)[:3:2] == (200, b"from-startup")
+    finally:
+        assert running.stop() == 0, running.log()

@@ -269,8 +269,15 @@ class HostService(MultiService):
             self.metrics.reloaded(False, str(error))
             sdnotify.notify("READY=1")
             return False
+        try:
+            new.context.services.startService()  # an ASGI app's lifespan startup runs here
+        except Exception as error:
+            log.error("reload failed, keeping the running config: {error}", error=str(error))
+            new.context.services.stopService()
+            self.metrics.reloaded(False, str(error))
+            sdnotify.notify("READY=1")
+            return False
         self._update_listeners(new.site)
-        new.context.services.startService()
         old, self.current = self.current, new
         self.observer = RequestObserver(new.context, self.metrics)
         self.factory.swap_root(new.root, new.site)
