@@ -326,3 +326,28 @@ def test_a_reload_whose_app_fails_its_startup_keeps_the_running_config(tmp_path)
         assert running.request(path="/", host="a.test", timeout=PROMPT)[:3:2] == (200, b"from-startup")
     finally:
         assert running.stop() == 0, running.log()
+
+
+def test_open_websockets_get_1001_at_stop_and_the_stop_does_not_wait_for_them(tmp_path):
+    config = write_site(tmp_path, f"""
+        from twisthost import ASGI, Host, Site
+        site = Site(graceful_timeout=60, hosts=[Host("a.test", ASGI("asgiapps:api", pythonpath=[{APPS!r}]))])
+    """)
+    running = Server(config, free_port())
+
+    async def open_then_stop():
+        async with websockets.connect(f"ws://a.test:{running.port}/ws/chat", host="127.0.0.1",
+                                      port=running.port, open_timeout=PROMPT) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "echo: hi"
+            running.signal(signal.SIGTERM)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            return closed.value.rcvd.code if closed.value.rcvd else None
+
+    try:
+        assert run(open_then_stop()) == 1001
+        running.proc.wait(PROMPT * 3)  # well before graceful_timeout=60
+    finally:
+        code = running.stop()
+    assert code == 0, running.log()

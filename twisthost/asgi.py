@@ -158,6 +158,8 @@ class AppLoop(Service):
         self.state: dict = {}  # the lifespan's state, copied into each request's scope
         self.lifespan = None
         self.ready = False
+        self.websockets: set = set()  # open WebSocketCycles (reactor side), closed 1001 at stop
+        self._shutdown_trigger = None
 
     # -- start
 
@@ -200,6 +202,16 @@ class AppLoop(Service):
                 log.error("{message}", message=message)
                 raise LifespanFailed(message)
         self.ready = True
+        add_trigger = getattr(self.reactor, "addSystemEventTrigger", None)
+        if add_trigger is not None:
+            # Before the site's graceful drain, which would otherwise wait on open WebSockets
+            # until graceful_timeout and then cut them without a close frame.
+            self._shutdown_trigger = add_trigger("before", "shutdown", self.going_away)
+
+    def going_away(self) -> None:
+        """The process is stopping: close every open WebSocket with 1001 (going away)."""
+        for websocket in list(self.websockets):
+            websocket.going_away()
 
     def submit(self, starter) -> None:
         """Run ``starter()`` in the loop's thread (it creates the task)."""
@@ -211,6 +223,12 @@ class AppLoop(Service):
         """Run the lifespan shutdown (up to ``lifespan_timeout``), then stop the loop."""
         super().stopService()
         self.ready = False
+        if self._shutdown_trigger is not None:
+            try:
+                self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
+            except (ValueError, KeyError):  # fired already
+                pass
+            self._shutdown_trigger = None
         done: defer.Deferred = defer.Deferred()
         loop = self.loop
         if loop is None or loop.is_closed():

@@ -171,6 +171,7 @@ class WebSocketCycle(Protocol):
         self.connection = Connection(ConnectionType.SERVER)
         request.code = 101
         self.apploop.stats.websockets += 1
+        self.apploop.websockets.add(self)
         early = channel.upgrade(self)  # calls makeConnection: self.transport is the client's
         self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
         channel.registerProducer(self, True)  # the channel stays the transport's producer
@@ -351,7 +352,12 @@ class WebSocketCycle(Protocol):
             self.awaiting_pong = now
         self._send_frame(Ping(payload=b"twisthost"))
 
+    def going_away(self) -> None:
+        if not self.finished:
+            self._close(1001, "server shutting down")
+
     def connectionLost(self, reason=None) -> None:
+        self.apploop.websockets.discard(self)
         if self.ping_call is not None and self.ping_call.running:
             self.ping_call.stop()
         if self.close_timer is not None and self.close_timer.active():
