@@ -10,8 +10,9 @@ by the reactor thread or threads of their own.
 
 Hand-offs between the threads are bounded and cheap:
 
-- reactor -> loop: ``loop.call_soon_threadsafe`` (start a task, a client
-  that left, room to write again, a WebSocket message).  At most
+- reactor -> loop: :meth:`AppLoop.post` (start a task, a client that
+  left, room to write again, a WebSocket message): one
+  ``loop.call_soon_threadsafe`` per reactor turn, however many calls.  At most
   ``max_concurrency`` tasks exist per app: the next request gets 503 +
   Retry-After at once, as a full WSGI queue does;
 - loop -> reactor: the app's ``send`` posts to a
@@ -29,6 +30,7 @@ WebSocket requests (HTTP/1.1) are handed to :mod:`twisthost.asgi_ws`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import inspect
 import sys
@@ -159,6 +161,8 @@ class AppLoop(Service):
         self.lifespan = None
         self.ready = False
         self.websockets: set = set()  # open WebSocketCycles (reactor side), closed 1001 at stop
+        self._to_loop: collections.deque = collections.deque()  # see post()
+        self._wake_due = False
         self._shutdown_trigger = None
 
     # -- start
@@ -215,7 +219,41 @@ class AppLoop(Service):
 
     def submit(self, starter) -> None:
         """Run ``starter()`` in the loop's thread (it creates the task)."""
-        self.loop.call_soon_threadsafe(starter)
+        self.post(starter)
+
+    def post(self, f, *args) -> None:
+        """Run ``f(*args)`` in the loop's thread; called from the reactor thread only.
+
+        Calls posted in one reactor turn share one wake-up of the loop
+        (``call_soon_threadsafe`` writes to the loop's self-pipe each time),
+        made once the reactor has handled the events of the turn: woken at
+        once, the loop's thread would take the GIL from the reactor at each
+        of its socket calls (the same reasoning as ``WorkerPool.submit``).
+        """
+        self._to_loop.append((f, args))
+        if not self._wake_due:
+            self._wake_due = True
+            self.reactor.callLater(0, self._wake)
+
+    def _wake(self) -> None:
+        loop = self.loop
+        try:
+            loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: stopping, nothing more runs there
+            self._wake_due = False
+            self._to_loop.clear()
+
+    def _drain(self) -> None:
+        """In the loop's thread: run what the reactor posted."""
+        self._wake_due = False  # before popping: a post from now on schedules a new wake-up
+        calls = self._to_loop
+        while calls:
+            f, args = calls.popleft()
+            try:
+                f(*args)
+            except Exception:
+                self.mailbox.post(lambda failure=Failure(): log.failure(
+                    "ASGI({target!r}): error in a hand-off to the loop", failure, target=self.label))
 
     # -- stop
 
@@ -531,11 +569,7 @@ class HTTPCycle:
 
     def _poke(self) -> None:
         """Wake the app's receive/send if they wait (from the reactor thread)."""
-        loop = self.apploop.loop
-        try:
-            loop.call_soon_threadsafe(self._set_changed)
-        except RuntimeError:  # the loop is closed: stopping
-            pass
+        self.apploop.post(self._set_changed)
 
     def _client_left(self, _failure) -> None:
         self.gone = True
@@ -657,10 +691,7 @@ class HTTPCycle:
                   "{stack}", target=config.target, method=self.scope["method"], path=self.scope["path"],
                   timeout=config.request_timeout, stack=self.apploop.task_stack(self.task))
         self.gone = True
-        try:
-            self.apploop.loop.call_soon_threadsafe(self._cancel_task)
-        except RuntimeError:
-            pass
+        self.apploop.post(self._cancel_task)
         if self.request.startedWriting:
             self._abort()
         else:

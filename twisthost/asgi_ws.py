@@ -9,7 +9,7 @@ is not supported yet); a ``websocket.close`` before that is a 403.
 
 From the upgrade on, a :class:`WebSocketSession` is the connection's
 protocol: ``wsproto.Connection`` turns bytes into events.  Messages go to the
-app's loop with ``call_soon_threadsafe``; reading stops while more than
+app's loop through ``AppLoop.post`` (``call_soon_threadsafe``); reading stops while more than
 ``INPUT_HIGH`` bytes wait for the app's ``receive`` (TCP then pushes back on
 the client).  A message bigger than ``max_message`` closes with 1009, a
 malformed or unmasked frame with 1002 (wsproto's verdict); neither touches
@@ -386,10 +386,7 @@ class WebSocketCycle(Protocol):
                     path=self.scope["path"])
 
     def _to_loop(self, f, *args) -> None:
-        try:
-            self.apploop.loop.call_soon_threadsafe(f, *args)
-        except RuntimeError:  # the loop is closed: stopping
-            pass
+        self.apploop.post(f, *args)
 
     def _poke(self) -> None:
         self._to_loop(self._set_changed)

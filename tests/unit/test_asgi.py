@@ -98,10 +98,12 @@ async def disconnect_app(scope, receive, send):
     if scope["type"] == "lifespan":
         return
     await receive()  # the body
+    SEEN["waiting"] = True
     SEEN["disconnect"] = await receive()
 
 async def hang(scope, receive, send):
     if scope["type"] == "http":
+        SEEN["hanging"] = True
         await asyncio.sleep(3600)
 
 async def streamer(scope, receive, send):
@@ -185,6 +187,7 @@ class Reactor(Clock):
     def pump(self, until, timeout: float = 10.0, what: str = "the condition"):
         deadline = time.monotonic() + timeout
         while True:
+            self.advance(0)  # what the reactor scheduled for its next turn (AppLoop.post's wake-up)
             value = until()
             if value:
                 return value
@@ -383,7 +386,7 @@ def test_the_app_hears_http_disconnect_when_the_client_leaves(site):
     client = Client(site)
     client.apps.SEEN.pop("disconnect", None)
     client.send(http("/disconnect"))
-    time.sleep(0.05)
+    client.wait(lambda: client.apps.SEEN.get("waiting"), "the app to wait in receive")
     assert "disconnect" not in client.apps.SEEN
     client.close()
     client.wait(lambda: "disconnect" in client.apps.SEEN, "the app to hear the disconnect")
@@ -425,7 +428,7 @@ def test_request_timeout_is_504_with_the_tasks_stack_and_cancels_it(site, logged
     client.send(http("/hang"))
     reactor = client.reactor
     apploop = [s for s in site[3].context.services if getattr(s, "label", "") == "asgi_unit_apps:hang"][0]
-    client.wait(lambda: apploop.stats.active == 1, "the task to start")
+    client.wait(lambda: client.apps.SEEN.get("hanging"), "the task to start")
     time.sleep(0.1)  # let the task reach its sleep
     reactor.advance(5.1)
     status, _ = client.wait_for_head()
