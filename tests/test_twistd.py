@@ -178,12 +178,12 @@ def test_a_worker_that_cannot_be_started_is_retried_and_stop_stays_clean(folder)
 
 
 @pytest.mark.parametrize("option, reactor", [
-    ((), "twisted.internet.epollreactor.EPollReactor"),
+    ((), "twisthost.reactor.HostReactor"),
     (("--reactor=epoll",), "twisted.internet.epollreactor.EPollReactor"),
     (("--reactor=poll",), "twisted.internet.pollreactor.PollReactor"),
 ])
-def test_the_reactor_is_twisteds_default_unless_twistd_is_told_otherwise(option, reactor):
-    """Twisted's default reactor (epoll on Linux); ``--reactor`` before the subcommand wins.
+def test_the_reactor_is_ours_unless_twistd_is_told_otherwise(option, reactor):
+    """``HostReactor`` by default (twisthost.reactor); ``--reactor`` before the subcommand wins.
     Either way the host serves, a proxied request included."""
     from proxy_upstream import Upstream
 

@@ -7,6 +7,7 @@ terminal and twistd exits 1 instead of dying later in a log file.
 
 from __future__ import annotations
 
+import select
 import sys
 
 from twisted.application.service import MultiService
@@ -48,6 +49,7 @@ class Options(usage.Options):
     opt_l = opt_listen
 
     def postOptions(self) -> None:
+        use_host_reactor()  # before site.py runs: it may import the reactor
         try:
             for endpoint in self["listen"]:
                 check_endpoint(endpoint, None, "--listen")
@@ -70,6 +72,15 @@ class Options(usage.Options):
         except ConfigError as error:
             sys.stderr.write(f"{error}\n")
             raise SystemExit(1) from None
+
+
+def use_host_reactor() -> None:
+    """Serve on :class:`twisthost.reactor.HostReactor` unless twistd was given
+    ``--reactor`` (or something imported the default reactor) or there is no epoll."""
+    if "twisted.internet.reactor" not in sys.modules and hasattr(select, "epoll"):
+        from .reactor import install
+
+        install()
 
 
 def makeService(options: Options):
