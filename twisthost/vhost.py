@@ -54,29 +54,10 @@ class HostTable(Generic[T]):
         return self.default
 
 
-#: Host header value -> its normalised name (or None), for the few distinct
-#: values a server sees; bounded, since the values are client-chosen.
-_HOST_NAMES: dict[bytes, str | None] = {}
-_HOST_NAMES_MAX = 1024
-
-
 def host_from_header(value: bytes | None) -> str | None:
-    """The normalised name in a Host header, or None when it is malformed.
-
-    Strips the port and one trailing dot, lower-cases, unwraps IPv6 literals.
-    Asked twice per request (the head check, then routing) for a handful of
-    distinct values, so answers are remembered.
-    """
-    if value is None:
-        return None
-    try:
-        return _HOST_NAMES[value]
-    except KeyError:
-        pass
-    name = host_name(value)
-    if len(_HOST_NAMES) < _HOST_NAMES_MAX:
-        _HOST_NAMES[value] = name
-    return name
+    """The normalised name in a Host header, or None when it is absent or malformed
+    (:func:`twisthost.http.wire.host_name`, which remembers the few values a server sees)."""
+    return None if value is None else host_name(value)
 
 
 class RouteTable:

@@ -132,6 +132,7 @@ class EndOfMessage:
 
 
 _END = EndOfMessage()
+_NOTHING_JUDGED = (0, 0, 0)
 
 
 class RequestReader:
@@ -153,7 +154,7 @@ class RequestReader:
         self._trailers: list | None = None
         self._trailer_bytes = 0  # bytes of this message's trailer lines so far, CRLFs included
         self._end_pending = False  # the message is read; its EndOfMessage is not yet returned
-        self._scan = (0, 0, 0)  # an unfinished head: (offset, header bytes, lines) judged so far
+        self._scan = _NOTHING_JUDGED  # an unfinished head: (offset, header bytes, lines) judged so far
         #: The request line of the head being read, once it is complete and within its limit:
         #: what a refused request's access-log line can show.
         self.request_line: bytes | None = None
@@ -197,9 +198,11 @@ class RequestReader:
         the ``error`` state and ignores what follows.
         """
         if self._end_pending:
-            return self._end()
+            self._end_pending = False
+            trailers, self._trailers = self._trailers, None
+            return EndOfMessage(trailers) if trailers else _END
         state = self.state
-        if state in (IDLE, HEAD):
+        if state is IDLE or state is HEAD:
             return self._read_head()
         if state == BODY:
             return self._read_body()
@@ -211,8 +214,10 @@ class RequestReader:
 
     def next_request(self) -> None:
         """The answer to the last request is complete: read the next one (pipelined or not)."""
-        self._move("next-request")
-        self._received, self._body_limit, self._trailers = 0, None, None
+        if self.state is not DONE:
+            self._move("next-request")  # not a move of the table: says so
+        self.state = TRANSITIONS[DONE, "next-request"]
+        self._received, self._body_limit = 0, None
         self.request_line = self.request_host = None
 
     def upgrade(self) -> bytes:
@@ -231,18 +236,19 @@ class RequestReader:
 
     def _read_head(self):
         buffer = self._buffer
-        if self.state == IDLE:
-            start = 0
-            while buffer.startswith(b"\r\n", start):  # RFC 9112 2.2: empty lines before a request
-                start += 2
-            if start:
+        if self.state is IDLE:
+            if buffer[:2] == b"\r\n":  # RFC 9112 2.2: empty lines before a request are skipped
+                start = 2
+                while buffer.startswith(b"\r\n", start):
+                    start += 2
                 self._buffer = buffer = buffer[start:]
             if not buffer or buffer == b"\r":
                 return NEED_DATA
-            self._move("request-line-begins")
-            self._scan = (0, 0, 0)
-        # The blank line can only follow the CRLF of the last line judged (see _check_partial).
-        end = buffer.find(b"\r\n\r\n", max(self._scan[0] - 2, 0))
+            self.state = TRANSITIONS[IDLE, "request-line-begins"]
+            self._scan = _NOTHING_JUDGED
+            end = buffer.find(b"\r\n\r\n")
+        else:  # the blank line can only follow the CRLF of the last line judged (_check_partial)
+            end = buffer.find(b"\r\n\r\n", max(self._scan[0] - 2, 0))
         if end == -1:
             self._check_partial(buffer)
             return NEED_DATA
@@ -254,7 +260,7 @@ class RequestReader:
             self._remaining = head.length
             self._move("head-with-length")
         else:
-            self._move("head-without-body")
+            self.state = TRANSITIONS[HEAD, "head-without-body"]
             self._end_pending = True
         return head
 
@@ -504,10 +510,13 @@ def judge_head(lines: list[bytes], fields_judged: bool = False) -> Head:
     for name, value in headers:
         name = name.lower()
         if name in _JUDGED:
-            fields.setdefault(name, []).append(value)
-    for name in SINGLETONS.intersection(fields):
-        if len(fields[name]) > 1:
-            raise BadRequest(400, f"More than one {name.decode('ascii').title()} header.")
+            values = fields.get(name)
+            if values is None:
+                fields[name] = [value]
+            elif name in SINGLETONS:
+                raise BadRequest(400, f"More than one {name.decode('ascii').title()} header.")
+            else:
+                values.append(value)
     chunked = _check_framing(fields, version)
     host = _check_host(fields, version)
     if target == b"*":

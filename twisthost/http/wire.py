@@ -7,6 +7,7 @@ wherever it is judged.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -50,6 +51,7 @@ _REG_NAME = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=]*\Z")
 _PORT = re.compile(r"[0-9]*\Z")
 
 
+@functools.lru_cache(maxsize=1024)  # a server sees a handful of distinct values; bounded, they are client-chosen
 def host_name(value: bytes) -> str | None:
     """The normalised host of a Host header or an authority, or None when it is not RFC 3986 host syntax.
 
