@@ -351,3 +351,34 @@ def test_open_websockets_get_1001_at_stop_and_the_stop_does_not_wait_for_them(tm
     finally:
         code = running.stop()
     assert code == 0, running.log()
+
+
+# ------------------------------------------------------------------ HTTP/2
+
+
+def test_http2_requests_reach_the_app_as_http_scopes(tmp_path):
+    """Over TLS with ALPN h2 the request is Twisted's HTTP/2 stream; the app sees http_version "2"."""
+    from tls_support import CA, ConfigServer, h2_request
+
+    ca = CA(tmp_path)
+    ca.issue("a", ["a.test"])
+    port = free_port()
+    config = write_site(tmp_path, f"""
+        from twisthost import ASGI, TLS, Host, Site
+        P = [{APPS!r}]
+        site = Site(listen=[TLS("tcp:{port}:interface=127.0.0.1", cert="a.pem", key="a.key")],
+                    hosts=[Host("a.test", routes={{"/": ASGI("asgiapps:api", pythonpath=P),
+                                                  "/scope": ASGI("asgiapps:scope_app", pythonpath=P)}})])
+    """)
+    running = ConfigServer(config, [port])
+    try:
+        payload = b"y" * 100_000  # more than one HTTP/2 flow-control window
+        status, _, body = h2_request(port, "a.test", "POST", "/scope/p?q=1", payload)
+        scope = json.loads(body)
+        assert status == 200 and scope["http_version"] == "2" and scope["scheme"] == "https"
+        assert scope["path"] == "/scope/p" and scope["root_path"] == "/scope" and scope["query_string"] == "q=1"
+        assert scope["body_len"] == len(payload)
+        status, _, body = h2_request(port, "a.test", "GET", "/stream?n=50")
+        assert status == 200 and body == b"".join(f"chunk {i}\n".encode() for i in range(50))
+    finally:
+        running.stop()
