@@ -170,6 +170,7 @@ site = Site(hosts=[Host("a.test", routes={
     "/stream": ASGI("asgi_unit_apps:streamer", pythonpath=P),
     "/ws": ASGI("asgi_unit_apps:ws_echo", pythonpath=P, max_message=1000),
     "/refuse": ASGI("asgi_unit_apps:ws_refuse", pythonpath=P),
+    "/ping": ASGI("asgi_unit_apps:ws_echo", pythonpath=P, ping_interval=10, ping_timeout=5),
 })])
 """
 
@@ -466,9 +467,9 @@ def ws_handshake(path="/ws", *extra) -> bytes:
                 *extra)
 
 
-def open_ws(site, *extra):
+def open_ws(site, *extra, path="/ws"):
     client = Client(site)
-    client.send(ws_handshake("/ws", "Sec-WebSocket-Version: 13", *extra))
+    client.send(ws_handshake(path, "Sec-WebSocket-Version: 13", *extra))
     status, headers = client.wait_for_head()
     assert status == 101, client.transport.value()
     peer = Connection(ConnectionType.CLIENT)
@@ -662,3 +663,31 @@ def test_an_app_without_lifespan_starts_unless_lifespan_is_on(tmp_path, mode, fa
     finally:
         stopped = services.stopService()
         reactor.pump(lambda: stopped.called, what="the services to stop")
+
+
+def test_keepalive_pings_and_a_missing_pong_closes_1011(site, logged):
+    from wsproto.events import Ping
+
+    client, _, peer = open_ws(site, path="/ping")
+    client.reactor.advance(10)
+    (ping,) = ws_events(client, peer, 1)
+    assert isinstance(ping, Ping)
+    client.send(peer.send(ping.response()))  # answered: the next ping goes out, no close
+    client.reactor.advance(10)
+    (ping,) = ws_events(client, peer, 1)
+    assert isinstance(ping, Ping)
+    client.reactor.advance(10)  # unanswered for 10 s > ping_timeout=5
+    (close,) = ws_events(client, peer, 1)
+    assert isinstance(close, CloseConnection) and close.code == 1011
+    assert "no pong" in text_of(logged)
+    client.close()
+
+
+def test_client_pings_are_answered(site):
+    from wsproto.events import Ping, Pong
+
+    client, _, peer = open_ws(site)
+    client.send(peer.send(Ping(payload=b"are you there")))
+    (pong,) = ws_events(client, peer, 1)
+    assert isinstance(pong, Pong) and bytes(pong.payload) == b"are you there"
+    client.close()
