@@ -16,11 +16,11 @@ from __future__ import annotations
 import time
 
 from twisted.python import failure
-from twisted.web import resource, server
+from twisted.web import server
 from twisted.web.error import UnsupportedMethod
 from twisted.web.http import datetimeToString
-from twisted.web.http_headers import Headers
 
+from ._compat import FastHeaders, answer_star, is_encoding_resource
 from .pages import write_error
 
 _date: tuple[int, bytes] = (0, b"")
@@ -40,93 +40,6 @@ def set_default_headers(headers, server_header: bytes | None) -> None:
     if server_header:
         headers.setRawHeaders(b"server", [server_header])
     headers.setRawHeaders(b"date", [http_date()])
-
-
-#: bytes header name -> the key Twisted's ``Headers`` stores it under.
-_KEYS: dict[bytes, bytes] = {}
-_MAX_KEYS = 10_000  # names are client-chosen: bounded like Twisted's own name cache
-
-
-def _key(name: bytes) -> bytes:
-    """The storage key of ``name``, learnt from the base class itself once per name.
-
-    Asking ``Headers`` (rather than repeating its canonicalisation) keeps
-    the fast paths right whatever form a Twisted version stores names in;
-    an invalid name raises here as it would there.
-    """
-    key = _KEYS.get(name)
-    if key is None:
-        probe = Headers()
-        probe.setRawHeaders(name, [b""])
-        (key,) = probe._rawHeaders
-        if len(_KEYS) < _MAX_KEYS:
-            _KEYS[name] = key
-    return key
-
-
-class FastHeaders(Headers):
-    """Twisted's ``Headers`` without its per-call costs for ``bytes`` names and values.
-
-    A small request sets or reads a dozen headers.  The base class derives
-    the stored name through a method call each time and rebuilds every value
-    with ``b" ".join(value.splitlines())`` even when it holds no line break.
-    Here the stored name comes from one dict look-up, and ``bytes`` values
-    without CR or LF are kept as they are; ``str`` names or values, and
-    values with line breaks, take the base class's path, so every result is
-    the same.
-    """
-
-    __slots__ = ()
-
-    def add_judged(self, fields) -> None:
-        """Add ``(name, value)`` pairs a strict parser already checked (no CR/LF)."""
-        raw = self._rawHeaders
-        for name, value in fields:
-            key = _KEYS.get(name) or _key(name)
-            values = raw.get(key)
-            if values is None:
-                raw[key] = [value]
-            else:
-                values.append(value)
-
-    def setRawHeaders(self, name, values):
-        # One value is nearly every call (Server, Date, X-Request-Id: four per
-        # proxied request): judged without the loop and the copy, ~1.2 of ~73 µs.
-        if type(name) is bytes and type(values) is list and len(values) == 1:
-            value = values[0]
-            if type(value) is bytes and b"\r" not in value and b"\n" not in value:
-                self._rawHeaders[_KEYS.get(name) or _key(name)] = [value]
-                return
-        if type(name) is bytes and type(values) is list:
-            for value in values:
-                if type(value) is not bytes or b"\r" in value or b"\n" in value:
-                    break
-            else:
-                self._rawHeaders[_KEYS.get(name) or _key(name)] = values[:]
-                return
-        super().setRawHeaders(name, values)
-
-    def addRawHeader(self, name, value):
-        if type(name) is bytes and type(value) is bytes and b"\r" not in value and b"\n" not in value:
-            self.add_judged(((name, value),))
-        else:
-            super().addRawHeader(name, value)
-
-    def getRawHeaders(self, name, default=None):
-        if type(name) is bytes:
-            return self._rawHeaders.get(_KEYS.get(name) or _key(name)) or default
-        return super().getRawHeaders(name, default)
-
-    def hasHeader(self, name):
-        if type(name) is bytes:
-            return (_KEYS.get(name) or _key(name)) in self._rawHeaders
-        return super().hasHeader(name)
-
-    def removeHeader(self, name):
-        if type(name) is bytes:
-            self._rawHeaders.pop(_KEYS.get(name) or _key(name), None)
-        else:
-            super().removeHeader(name)
 
 
 class DefaultHeadersRequest(server.Request):
@@ -149,11 +62,11 @@ class DefaultHeadersRequest(server.Request):
         self.prepath = []
         self.postpath = list(map(server.unquote, self.path[1:].split(b"/")))
         if self.path == b"*":
-            self._handleStar()
+            answer_star(self)
             return
         try:
             resrc = site.getResourceFor(self)
-            if resource._IEncodingResource.providedBy(resrc):
+            if is_encoding_resource(resrc):
                 encoder = resrc.getEncoder(self)
                 if encoder is not None:
                     self._encoder = encoder
