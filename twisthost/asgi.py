@@ -185,6 +185,7 @@ class AppLoop(Service):
             started.set()
             try:
                 loop.run_forever()
+                _cancel_pending(loop)
             finally:
                 loop.close()
 
@@ -342,6 +343,23 @@ class AppLoop(Service):
         for frame in frames:
             lines += traceback.format_stack(frame, limit=1)
         return "(suspended, awaiting)\n" + "".join(lines)
+
+
+def _cancel_pending(loop) -> None:
+    """Cancel the tasks still running when the loop stops (requests a stop cut short, open
+    WebSockets) and give them a second to unwind, so none is destroyed while pending."""
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    if not pending:
+        return
+    for task in pending:
+        task.cancel()
+    try:
+        loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
+    except Exception:
+        pass
+    for task in pending:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" at close
 
 
 class Lifespan:
