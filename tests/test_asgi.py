@@ -385,3 +385,74 @@ def test_http2_requests_reach_the_app_as_http_scopes(tmp_path):
         assert status == 200 and body == b"".join(f"chunk {i}\n".encode() for i in range(50))
     finally:
         running.stop()
+
+
+def _raw_websocket(server, path: str):
+    """A socket that completed the opening handshake by hand; the bytes read past the 101."""
+    import socket as socketlib
+
+    sock = socketlib.create_connection(("127.0.0.1", server.port), timeout=PROMPT)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: asgi.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock, rest
+
+
+def _close_code(sock, rest: bytes) -> int:
+    """Read frames until the server's close frame; its status code."""
+    data = rest
+    while True:
+        if len(data) >= 4 and data[0] & 0x0F == 0x8:
+            return int.from_bytes(data[2:4], "big")
+        chunk = sock.recv(4096)
+        assert chunk, f"closed without a close frame: {data!r}"
+        data += chunk
+
+
+@pytest.mark.parametrize("frame, code", [
+    (b"\x81\x05hello", 1002),  # unmasked text frame from a client (RFC 6455 5.1)
+    (b"\x83\x80\x00\x00\x00\x00", 1002),  # reserved opcode 0x3, masked
+    (b"\x89\xfe\x00\x80" + b"\x00" * 4 + b"p" * 128, 1002),  # a ping longer than 125 bytes
+])
+def test_bad_frames_over_a_socket_close_1002_and_nothing_else_is_affected(server, frame, code):
+    sock, rest = _raw_websocket(server, "/ws/chat")
+    with sock:
+        sock.sendall(frame)
+        assert _close_code(sock, rest) == code
+    assert get(server, "/items/3")[0] == 200
+
+    async def still_chatting():
+        async with ws_connect(server, "/ws/chat") as ws:
+            await ws.send("after")
+            return await ws.recv()
+
+    assert run(still_chatting()) == "echo: after"
+
+
+def test_an_oversize_message_over_a_socket_closes_1009(tmp_path):
+    config = write_site(tmp_path, f"""
+        from twisthost import ASGI, Host, Site
+        site = Site(hosts=[Host("asgi.test", ASGI("asgiapps:api", pythonpath=[{APPS!r}], max_message=1024))])
+    """)
+    running = Server(config, free_port())
+    try:
+        async def too_big():
+            async with websockets.connect(f"ws://asgi.test:{running.port}/ws/chat", host="127.0.0.1",
+                                          port=running.port, open_timeout=PROMPT, max_size=None) as ws:
+                await ws.send("small")
+                assert await ws.recv() == "echo: small"
+                await ws.send("x" * 2048)
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await ws.recv()
+                return closed.value.rcvd.code
+
+        assert run(too_big()) == 1009
+        assert "over max_message=1024 bytes" in running.log()
+    finally:
+        assert running.stop() == 0, running.log()
