@@ -9,7 +9,8 @@ FLOOR := .venv-floor
 # pyOpenSSL/cryptography/service-identity, h2, prometheus_client, Flask/Django, websockets.
 # `make test-floor FLOOR_TESTS=tests` runs the whole suite on the floor. Not the slow
 # test: it builds its own venv from constraints/newest.txt, not the floor.
-FLOOR_TESTS ?= tests/unit tests/test_hardening_parsing.py tests/test_hardening_fuzz.py \
+FLOOR_TESTS ?= tests/unit tests/corpus tests/test_hardening_parsing.py tests/test_hardening_fuzz.py \
+	tests/test_pipelining.py tests/test_lane.py tests/test_proxy_lane.py \
 	tests/test_tls.py tests/test_tls_http2.py tests/test_tls_clients.py tests/test_tls_config.py \
 	tests/test_tls_reload.py tests/test_proxy.py tests/test_proxy_gaps.py tests/test_wsgi.py \
 	tests/test_twistd.py tests/test_e2e.py tests/test_observability.py
