@@ -510,7 +510,9 @@ class ASGIResource(Resource):
             "query_string": query,
             "root_path": root_path,
             "headers": headers,
-            "client": [client.addr, getattr(peer, "port", 0)] if client.addr else None,
+            # The peer's port, unless a trusted proxy reported another client (its port is unknown).
+            "client": [client.addr, getattr(peer, "port", 0) if client.addr == getattr(peer, "host", None) else 0]
+            if client.addr else None,
             "server": [str(getattr(local, "host", "")), getattr(local, "port", None)]
             if getattr(local, "host", None) else None,
             "state": dict(self.apploop.state),

@@ -691,3 +691,27 @@ def test_client_pings_are_answered(site):
     (pong,) = ws_events(client, peer, 1)
     assert isinstance(pong, Pong) and bytes(pong.payload) == b"are you there"
     client.close()
+
+
+def test_a_trusted_proxy_sets_client_and_scheme(tmp_path):
+    (tmp_path / "asgi_unit_proxied.py").write_text(APPS)
+    path = write_site(tmp_path, """
+        from twisthost import ASGI, Host, Site
+        site = Site(trusted_proxies=["127.0.0.1"],
+                    hosts=[Host("a.test", ASGI("asgi_unit_proxied:scope_app", pythonpath=["."]))])
+    """)
+    reactor = Reactor()
+    prepared = prepare(str(path), reactor=reactor)
+    prepared.context.services.startService()
+    import asgi_unit_proxied
+
+    try:
+        client = Client((HostService(prepared, reactor=reactor), reactor, asgi_unit_proxied, prepared))
+        client.send(http("/", "X-Forwarded-For: 203.0.113.9", "X-Forwarded-Proto: https"))
+        assert client.wait_for_head()[0] == 201
+        scope = asgi_unit_proxied.SEEN["scope"]
+        assert scope["client"] == ["203.0.113.9", 0] and scope["scheme"] == "https"
+        client.close()
+    finally:
+        stopped = prepared.context.services.stopService()
+        reactor.pump(lambda: stopped.called, what="the services to stop")
