@@ -36,11 +36,12 @@ site = Site(
     admin="tcp:{{admin}}:interface=127.0.0.1",
     hosts=[
         Host("asgi.test", routes={{
-            "/": ASGI("asgiapps:api", pythonpath=P),
-            "/star": ASGI("asgiapps:create_star()", pythonpath=P),
+            "/": ASGI("asgiapps:api_checked", pythonpath=P),
+            "/star": ASGI("asgiapps:star_checked", pythonpath=P),
+            "/factory": ASGI("asgiapps:create_star()", pythonpath=P),
             "/dj": ASGI("djangoproject.asgi:application", pythonpath=P),
             "/blocked": ASGI("asgiapps:blocking", pythonpath=P),
-            "/scope": ASGI("asgiapps:scope_app", pythonpath=P, max_body=1000),
+            "/scope": ASGI("asgiapps:scope_checked", pythonpath=P, max_body=1000),
             "/early": ASGI("asgiapps:fail_early", pythonpath=P),
             "/late": ASGI("asgiapps:fail_late", pythonpath=P),
             "/hang": ASGI("asgiapps:hang", pythonpath=P, request_timeout=1),
@@ -66,6 +67,7 @@ def server(tmp_path_factory):
     log = running.log()
     # The loop's leftover tasks (the hung request) are cancelled at stop, not destroyed pending.
     assert "Task was destroyed but it is pending" not in log and "never retrieved" not in log, log
+    assert "ASGISpecViolation" not in log, log  # the checker around the FastAPI, Starlette and raw apps
 
 
 def get(server, path, **kwargs):
@@ -117,6 +119,11 @@ def test_starlette_under_a_prefix_sees_root_path_and_lifespan_state(server):
     assert status == 200
     assert json.loads(body) == {"app": "starlette", "root_path": "/star", "path": "/star/",
                                 "state": "hello from lifespan"}
+
+
+def test_an_app_factory_is_called_once_at_build(server):
+    status, _, body = get(server, "/factory/")
+    assert status == 200 and json.loads(body)["root_path"] == "/factory"
 
 
 def test_django_async_view_under_a_prefix(server):
@@ -258,21 +265,21 @@ def test_metrics_and_status_list_the_asgi_apps(server):
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     conn.close()
-    assert 'twisthost_asgi_completed{host="asgi.test",name="asgiapps:api",route="/"}' in text
-    assert 'twisthost_asgi_max_concurrency{host="asgi.test",name="asgiapps:api",route="/"} 1000.0' in text
+    assert 'twisthost_asgi_completed{host="asgi.test",name="asgiapps:api_checked",route="/"}' in text
+    assert 'twisthost_asgi_max_concurrency{host="asgi.test",name="asgiapps:api_checked",route="/"} 1000.0' in text
     assert 'twisthost_requests_total{' in text and 'route="/star"' in text
     conn = http.client.HTTPConnection("127.0.0.1", server.admin_port, timeout=PROMPT)
     conn.request("GET", "/status")
     page = conn.getresponse().read().decode()
     conn.close()
-    assert "ASGI apps" in page and "asgiapps:create_star()" in page
+    assert "ASGI apps" in page and "asgiapps:create_star()" in page and "asgiapps:star_checked" in page
 
 
 def test_twisthost_check_lists_the_asgi_routes(server):
     result = subprocess.run([str(BIN / "twisthost"), "check", str(server.folder / "site.py")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "/star     -> ASGI('asgiapps:create_star()'" in result.stdout
+    assert "/factory  -> ASGI('asgiapps:create_star()'" in result.stdout
     assert "/hang     -> ASGI('asgiapps:hang', pythonpath=" in result.stdout and "request_timeout=1.0" in result.stdout
 
 

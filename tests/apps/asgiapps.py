@@ -232,3 +232,12 @@ async def blocking(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"unblocked"})
 
+
+
+# Every app above, through the ASGI spec checker (tests/apps/asgicheck.py): the process tests
+# mount these, so each scope and event twisthost gives is checked.
+from asgicheck import checked  # noqa: E402
+
+api_checked = checked(api)
+star_checked = checked(star)
+scope_checked = checked(scope_app)
