@@ -463,3 +463,29 @@ def test_an_oversize_message_over_a_socket_closes_1009(tmp_path):
         assert "over max_message=1024 bytes" in running.log()
     finally:
         assert running.stop() == 0, running.log()
+
+
+def test_http_and_websocket_requests_are_in_the_access_log(tmp_path):
+    config = write_site(tmp_path, f"""
+        from twisthost import ASGI, Host, Site
+        site = Site(access_log="access.log",
+                    hosts=[Host("asgi.test", ASGI("asgiapps:api", pythonpath=[{APPS!r}]))])
+    """)
+    running = Server(config, free_port())
+    try:
+        assert running.request(path="/items/9", host="asgi.test", timeout=PROMPT)[0] == 200
+
+        async def chat():
+            async with ws_connect(running, "/ws/chat") as ws:
+                await ws.send("logged")
+                return await ws.recv()
+
+        assert run(chat()) == "echo: logged"
+        log = tmp_path / "access.log"
+        wait_until(lambda: log.exists() and '"GET /ws/chat HTTP/1.1" 101 ' in log.read_text(), PROMPT,
+                   "the WebSocket's line in the access log")
+        text = log.read_text()
+        assert '"GET /items/9 HTTP/1.1" 200 ' in text
+        assert '"GET /ws/chat HTTP/1.1" 101 12 ' in text  # the payload bytes sent: "echo: logged"
+    finally:
+        assert running.stop() == 0, running.log()
