@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 
 from twisted.application.service import MultiService
+from twisted.logger import Logger
 from twisted.web.resource import IResource
 
 from . import config as c
@@ -21,6 +22,8 @@ from .importing import resolve
 from .logs import access_log_for
 from .tls import build_tls, host_guard
 from .vhost import HostTable, RouteTable, VirtualHosts
+
+log = Logger()
 
 BUILDERS = {
     c.Redirect: "twisthost.redirect:build_redirect",
@@ -51,6 +54,14 @@ class BuildContext:
         # (host, route, resource) of every mount built, named as in logs and metrics:
         # the status page tells pools (and upstreams) apart by the routes that use them.
         self.mounts: list = []
+
+    def pool_stuck(self, pool, why: str) -> None:
+        """A WSGI pool has every thread stuck past its deadline (``WorkerPool.on_stuck``).
+
+        The serving process replaces this with ``HostService.pool_stuck``;
+        a tree that no process serves only logs it.
+        """
+        log.warn("{why}: no serving process to replace", why=why)
 
 
 def build_root(site: c.Site, context: BuildContext) -> VirtualHosts:

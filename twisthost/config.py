@@ -290,6 +290,7 @@ class WSGI(Service):
     body_spool: int = option(100_000, doc="Request bodies up to this many bytes stay in memory; bigger ones go to a temporary file.")
     timeout: Any = option(None, doc="Seconds a request may take (queue wait included) before it gets 504 and the stuck thread's stack is logged; None = no limit.")
     debug: bool = option(False, doc="Show the traceback in the body of a 500 (never in production).")
+    replace_when_stuck: bool = option(True, doc="When every thread of the pool has been past its `timeout` for the Site's `graceful_timeout` seconds, log their stacks and replace the process gracefully: with workers the master starts a new worker and drains this one; a single process stops gracefully and exits with status 75 (EX_TEMPFAIL) for its supervisor to restart it. Needs `timeout`; False keeps the pool answering 503 until its threads return.")
 
     def check(self) -> None:
         self.want_target("target")
@@ -311,10 +312,11 @@ class WSGI(Service):
         if self.timeout is not None:
             self._set("timeout", float(self.want_number("timeout", 0.001)))
         self.want("debug", bool, "True or False")
+        self.want("replace_when_stuck", bool, "True or False")
 
     def pool_key(self) -> tuple:
         """What pools shared by name must agree on."""
-        return (self.threads, self.min_threads, self.queue)
+        return (self.threads, self.min_threads, self.queue, self.replace_when_stuck)
 
 
 @spec

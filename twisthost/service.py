@@ -9,8 +9,11 @@ master bound (see ``twisthost.workers``).
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import signal
+import sys
 from dataclasses import dataclass
 
 from twisted.application.internet import StreamServerEndpointService
@@ -32,6 +35,10 @@ from .observer import RequestObserver
 from .server import HostSite
 
 log = Logger()
+
+#: Exit status of a single process that stopped because a WSGI pool was stuck
+#: (EX_TEMPFAIL): non-zero, so systemd's ``Restart=on-failure`` starts it again.
+EXIT_STUCK = 75
 
 
 @dataclass
@@ -113,6 +120,34 @@ def on_signals(reactor, handlers: dict, at_once=None) -> None:
     reactor.callWhenRunning(install)
 
 
+_exit_status: int | None = None
+
+
+def exit_status_at_end(status: int) -> None:
+    """Have this process exit with ``status`` once twistd has finished, instead of 0.
+
+    twistd returns normally after the reactor stopped (removing its pidfile,
+    stopping its logger) and the process exits 0; its only other outcome is
+    re-killing itself with a stop signal.  So the status is applied by an exit
+    function, :func:`_exit_with_status`, after the others have run.
+    """
+    global _exit_status
+    _exit_status = status
+
+
+@atexit.register  # at import, before site.py and its apps: exit functions run last-in first-out
+def _exit_with_status() -> None:
+    if _exit_status is None:
+        return
+    logging.shutdown()  # the exit function registered before this one (Twisted imports logging)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(_exit_status)
+
+
 # ----------------------------------------------------------------- the serving process
 
 
@@ -153,6 +188,9 @@ class HostService(MultiService):
         self.factory.refusal_observers.append(lambda request: self.observer.refused(request))
         self.listeners: dict = {}  # listener_key(item) -> its StreamServerEndpointService
         self.fast_stop = False
+        self.last_resort = None  # graceful.LastResort, once the signal handlers are in
+        self.replacing = False  # a stuck pool asked for this process to be replaced
+        prepared.context.pool_stuck = self.pool_stuck
         for item in self.listen_items(prepared.site):
             self.add_listener(item)
         # After the listeners: children start in order, so a listener that fails leaves
@@ -226,7 +264,7 @@ class HostService(MultiService):
         if self.standalone:
             handlers[signal.SIGHUP] = self.reload
         # Whatever happens after a stop signal, this process ends soon after graceful_timeout.
-        last_resort = graceful.LastResort()
+        self.last_resort = last_resort = graceful.LastResort()
         on_signals(self.reactor, handlers,
                    at_once=lambda signum: last_resort.on_signal(signum, self.current.site.graceful_timeout))
 
@@ -243,6 +281,32 @@ class HostService(MultiService):
         """INT/QUIT: close connections now instead of waiting for requests."""
         self.fast_stop = True
         self.reactor.stop()
+
+    def pool_stuck(self, pool, why: str) -> None:
+        """Every thread of ``pool`` stayed past its deadline for graceful_timeout: replace this process.
+
+        A single process cannot start its own replacement: it stops as on
+        SIGTERM (listeners close, in-flight requests elsewhere finish within
+        graceful_timeout) and exits with ``EXIT_STUCK`` for its supervisor
+        (systemd ``Restart=on-failure``) to start a fresh one.
+        """
+        if self.replacing or not self.running:
+            return
+        self.replacing = True
+        timeout = self.current.site.graceful_timeout
+        log.error(
+            "{why}: every thread has been past its deadline for {timeout:g}s; stopping gracefully"
+            " and exiting with status {status} so that the supervisor starts a fresh process",
+            why=why, timeout=timeout, status=EXIT_STUCK,
+        )
+        self.set_exit_status(EXIT_STUCK)
+        if self.last_resort is not None:
+            self.last_resort.on_signal(signal.SIGTERM, timeout)  # the same bound as a TERM
+        self.reactor.stop()
+
+    def set_exit_status(self, status: int) -> None:
+        """The status this process exits with after it stopped (see ``exit_status_at_end``)."""
+        exit_status_at_end(status)
 
     def stopService(self) -> defer.Deferred:
         """Stop accepting, let requests finish, stop pools: all within graceful_timeout."""
@@ -278,6 +342,7 @@ class HostService(MultiService):
             sdnotify.notify("READY=1")
             return False
         self._update_listeners(new.site)
+        new.context.pool_stuck = self.pool_stuck
         old, self.current = self.current, new
         self.observer = RequestObserver(new.context, self.metrics)
         self.factory.swap_root(new.root, new.site)

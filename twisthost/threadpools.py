@@ -22,6 +22,11 @@ threads fed from a deque:
   for ``STALL`` seconds (the awake threads block: sleep, I/O, a database);
 - threads hand results back through a :class:`ReactorMailbox`, which wakes
   the reactor once per batch instead of once per call;
+- a pool whose every thread runs a job past its deadline (the WSGI exchange
+  calls :meth:`WorkerPool.overdue` when it answers 504) for ``stuck_after``
+  seconds without a break logs each stuck thread's stack once and calls
+  ``on_stuck(pool, why)``: the serving process has itself replaced (see
+  ``HostService.pool_stuck``).  A reactor timer watches it, no thread polls;
 - ``stopService`` lets queued jobs finish and returns a Deferred that fires
   when the threads are gone or after ``STOP_GRACE`` seconds, whichever is
   first; threads still stuck then are daemon threads, abandoned with their
@@ -107,6 +112,7 @@ class PoolStats:
         self.completed = 0
         self.rejected = 0  # refused because threads + queue were all taken (503)
         self.timeouts = 0  # requests answered 504 past their deadline
+        self.stuck_replacements = 0  # times every thread stayed overdue for stuck_after: process replaced
         self.queue_wait_total = 0.0  # seconds, summed over started jobs
         self.queue_wait_max = 0.0
 
@@ -126,7 +132,15 @@ class WorkerPool(Service):
 
     Before ``run()`` the pool sets ``job.queue_wait`` (seconds spent queued)
     and ``job.thread_id`` (the ident of the thread running it, for stack dumps).
+
+    ``stuck_after`` (seconds, or None: never) and ``on_stuck(pool, why)`` are
+    set by whoever serves the pool: when every one of the pool's ``threads``
+    runs an overdue job (see :meth:`overdue`) for ``stuck_after`` seconds in a
+    row, the stacks are logged and ``on_stuck`` is called, once per pool.
     """
+
+    stuck_after: float | None = None
+    on_stuck = None
 
     def __init__(self, name: str, threads: int, min_threads: int, queue_limit: int, reactor):
         self.label = name  # not `name`: MultiService wants service names unique
@@ -143,6 +157,12 @@ class WorkerPool(Service):
         self._wake_due = False  # a _wake_idle is scheduled
         self._seen_started = 0  # stats.started at the last progress check
         self._threads: list[threading.Thread] = []
+        # Also guarded by _lock: thread ident -> the job it runs, and the
+        # running jobs past their deadline (a subset of _busy's values).
+        self._busy: dict = {}
+        self._overdue: set = set()
+        self._stuck_timer = None  # IDelayedCall of _stuck_too_long while every thread is overdue
+        self._stuck_reported = False
         self._stopping = False
         self._stopped: defer.Deferred | None = None
 
@@ -215,10 +235,68 @@ class WorkerPool(Service):
         if queued and (self._parked or self.stats.threads < self.stats.max_threads):
             self._watch_progress()
 
+    # -- stuck threads
+
+    def overdue(self, job) -> None:
+        """``job`` passed its deadline (its client got 504): it no longer counts as progress.
+
+        Ignored unless a pool thread runs ``job`` now (a queued job never runs).
+        """
+        with self._lock:
+            if any(running is job for running in self._busy.values()):
+                self._overdue.add(job)
+        self._check_stuck()
+
+    def _overdue_ended(self) -> None:
+        """An overdue job returned (posted by its thread): the pool is not all stuck any more."""
+        self._check_stuck()
+
+    def _all_stuck(self) -> bool:
+        with self._lock:
+            return len(self._overdue) >= self.stats.max_threads
+
+    def _check_stuck(self) -> None:
+        """Start the stuck timer when every thread became overdue, cancel it when one is not."""
+        stuck = self._all_stuck()
+        if stuck and self._stuck_timer is None:
+            if self.stuck_after is not None and self.running and not self._stopping and not self._stuck_reported:
+                self._stuck_timer = self._reactor.callLater(self.stuck_after, self._stuck_too_long)
+        elif not stuck and self._stuck_timer is not None:
+            self._cancel_stuck_timer()
+
+    def _cancel_stuck_timer(self) -> None:
+        if self._stuck_timer is not None and self._stuck_timer.active():
+            self._stuck_timer.cancel()
+        self._stuck_timer = None
+
+    def _stuck_too_long(self) -> None:
+        """Every thread has been overdue for ``stuck_after`` s: log the stacks, ask for replacement."""
+        self._stuck_timer = None
+        if not self.running or self._stopping or self._stuck_reported:
+            return
+        with self._lock:
+            stuck = [(ident, job) for ident, job in self._busy.items() if job in self._overdue]
+        if len(stuck) < self.stats.max_threads:
+            return  # a thread returned; its notice is still on the way
+        self._stuck_reported = True
+        self.stats.stuck_replacements += 1
+        names = {thread.ident: thread.name for thread in self._threads}
+        for ident, job in stuck:
+            describe = getattr(job, "describe", None)
+            log.error(
+                "pool {pool}: thread {thread} has been past its deadline ({job}) while every thread"
+                " of the pool was, for {seconds:g}s; it is at:\n{stack}",
+                pool=self.label, thread=names.get(ident, ident), job=describe() if describe else repr(job),
+                seconds=self.stuck_after, stack=self.stack_of(ident),
+            )
+        if self.on_stuck is not None:
+            self.on_stuck(self, f"stuck pool {self.label}")
+
     def stopService(self) -> defer.Deferred:
         """Stop after the queued jobs; fire when the threads are gone or STOP_GRACE passed."""
         super().stopService()
         self._stopping = True
+        self._cancel_stuck_timer()
         self._stopped = stopped = defer.Deferred()
         alive = [thread for thread in self._threads if thread.is_alive()]
         if not alive:
@@ -275,6 +353,7 @@ class WorkerPool(Service):
 
     def _work(self) -> None:
         stats, lock, jobs, parked = self.stats, self._lock, self._jobs, self._parked
+        busy, overdue = self._busy, self._overdue
         ident = threading.get_ident()
         bell = threading.Lock()  # held while parked; whoever unparks us releases it
         bell.acquire()
@@ -286,6 +365,7 @@ class WorkerPool(Service):
                         self._awake -= 1
                     else:
                         stats.started += 1
+                        busy[ident] = job
                 else:
                     job = None
                     self._awake -= 1
@@ -306,4 +386,10 @@ class WorkerPool(Service):
                 log.failure("pool {pool}: job {job!r} failed", pool=self.label, job=job)
             with lock:
                 stats.completed += 1
+                del busy[ident]
+                was_overdue = bool(overdue) and job in overdue
+                if was_overdue:
+                    overdue.discard(job)
+            if was_overdue:
+                self.mailbox.post(self._overdue_ended)
         self.mailbox.post(self._thread_exited, threading.current_thread())

@@ -14,7 +14,8 @@ loses no queued connection: the others (or its replacement) accept it.  See
 
 The master restarts workers that die (backing off when they crash-loop),
 replaces them gracefully on reload (new ones up first), when they reach
-``max_requests`` or ``max_rss``, and forwards signals.  Workers talk back on
+``max_requests`` or ``max_rss``, or when a WSGI pool of theirs is stuck
+(``HostService.pool_stuck``), and forwards signals.  Workers talk back on
 one pipe (fd 3) with one-line messages: ``ready`` and ``recycle <why>``.
 """
 
@@ -550,6 +551,23 @@ class WorkerService(HostService):
 
     def tell(self, message: str) -> None:
         os.write(CONTROL_FD, message.encode() + b"\n")
+
+    def pool_stuck(self, pool, why: str) -> None:
+        """A stuck pool: ask the master for a replacement, as ``max_requests`` does.
+
+        The master starts a new worker and, once it is ready, stops this one
+        with TERM: the requests in flight on other routes finish.
+        """
+        if self.replacing or not self.running:
+            return
+        self.replacing = True
+        log.error(
+            "{why}: every thread has been past its deadline for {timeout:g}s;"
+            " asking the master to replace worker {pid}",
+            why=why, timeout=self.current.site.graceful_timeout, pid=os.getpid(),
+        )
+        self._recycling = True
+        self.tell(f"recycle {why}")
 
     def _count(self, request) -> None:
         if not self._recycling and self.factory.connections.requests >= self.max_requests:

@@ -17,7 +17,10 @@ control, its pool queue is unbounded, and a stop can deadlock.  Here:
   more than ``HIGH_WATER`` bytes are posted but unwritten, so a slow reader
   never makes us buffer a big response in memory;
 - ``timeout=`` answers 504, logs the stack of the stuck thread and discards
-  what the thread produces later; no thread or process is killed;
+  what the thread produces later; no thread is killed, but the job counts as
+  overdue in its pool, and a pool whose every thread stays overdue for the
+  site's ``graceful_timeout`` has the process replaced gracefully
+  (``replace_when_stuck=``, see ``HostService.pool_stuck``);
 - a response with ``X-Accel-Redirect`` or ``X-Sendfile`` is handed to an
   internal ``Static`` (:mod:`twisthost.accel`) instead of sending the app's body;
 - a ``wsgi.file_wrapper`` around a regular file is not read by the thread:
@@ -96,14 +99,18 @@ def _pool_for(config, context) -> WorkerPool:
         pool, owner = found
         if owner.pool_key() != config.pool_key():
             raise ConfigError(
-                f"WSGI(pool={name!r}) has threads/min_threads/queue "
+                f"WSGI(pool={name!r}) has threads/min_threads/queue/replace_when_stuck "
                 f"{config.pool_key()}, but the pool was made with {owner.pool_key()}"
                 + (f" at line {owner.where.line}" if owner.where else ""),
                 config.where,
-                "give every WSGI sharing a pool the same threads, min_threads and queue",
+                "give every WSGI sharing a pool the same threads, min_threads, queue and replace_when_stuck",
             )
         return pool
     pool = WorkerPool(name or config.target, config.threads, config.min_threads, config.queue, context.reactor)
+    if config.replace_when_stuck:
+        pool.stuck_after = context.site.graceful_timeout
+        # Looked up when it happens: the serving process sets context.pool_stuck.
+        pool.on_stuck = lambda pool, why: context.pool_stuck(pool, why)
     pool.setServiceParent(context.services)
     if name is not None:
         pools[name] = (pool, config)
@@ -555,6 +562,10 @@ class Exchange:
             method=self.environ["REQUEST_METHOD"], uri=self.environ["REQUEST_URI"],
         )
 
+    def describe(self) -> str:
+        """``METHOD /uri``, for the pool's log lines about stuck threads."""
+        return f"{self.environ['REQUEST_METHOD']} {self.environ['REQUEST_URI']}"
+
     def expire(self) -> None:
         """The deadline passed: 504 (or drop the connection), log where the thread is stuck."""
         self.deadline = None
@@ -562,7 +573,8 @@ class Exchange:
             return
         pool = self.resource.pool
         pool.stats.timeouts += 1
-        stack = pool.stack_of(self.thread_id) if self.running else "(still waiting in the queue)"
+        running = self.running
+        stack = pool.stack_of(self.thread_id) if running else "(still waiting in the queue)"
         log.error(
             "{target}: {method} {uri} passed its {timeout}s deadline; the thread is at:\n{stack}",
             target=self.resource.config.target, method=self.environ["REQUEST_METHOD"],
@@ -571,11 +583,13 @@ class Exchange:
         if self.request.startedWriting:
             self._close()
             self.request.loseConnection()
-            return
-        body = write_error(self.request, 504, "The application did not answer in time.")
-        if body:
-            self.request.write(body)
-        self._finish()
+        else:
+            body = write_error(self.request, 504, "The application did not answer in time.")
+            if body:
+                self.request.write(body)
+            self._finish()
+        if running:
+            pool.overdue(self)  # after the answer: a replacement it may start finds this one done
 
     # -- IPushProducer, registered on the request for big responses
 
