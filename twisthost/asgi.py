@@ -100,8 +100,8 @@ def check_app(config, app) -> None:
             config.where,
             "point at the callable 'async def app(scope, receive, send)', or a factory with '()'",
         )
-    if is_async(app):
-        return
+    if is_async(app) or _positional(app) == ["scope", "receive", "send"]:
+        return  # the second: a plain function or object returning the awaitable (middleware does)
     if _looks_wsgi(app):
         raise ConfigError(
             f"ASGI({config.target!r}) is a synchronous callable taking (environ, start_response): "
@@ -118,12 +118,17 @@ def check_app(config, app) -> None:
     )
 
 
-def _looks_wsgi(app) -> bool:
+def _positional(app) -> list:
+    """The names of ``app``'s positional parameters ([] when they cannot be known)."""
     try:
         parameters = list(inspect.signature(app).parameters.values())
     except (TypeError, ValueError):
-        return False
-    names = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return []
+    return [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _looks_wsgi(app) -> bool:
+    names = _positional(app)
     return len(names) == 2 or names[:2] == ["environ", "start_response"]
 
 

@@ -152,6 +152,15 @@ def plain_function(scope):
     return None
 
 not_callable = 42
+
+class Wrapper:
+    """Middleware written as a plain __call__ returning the wrapped app's coroutine."""
+    def __init__(self, app):
+        self.app = app
+    def __call__(self, scope, receive, send):
+        return self.app(scope, receive, send)
+
+wrapped = Wrapper(scope_app)
 '''
 
 SITE = """
@@ -171,6 +180,7 @@ site = Site(hosts=[Host("a.test", routes={
     "/ws": ASGI("asgi_unit_apps:ws_echo", pythonpath=P, max_message=1000),
     "/refuse": ASGI("asgi_unit_apps:ws_refuse", pythonpath=P),
     "/ping": ASGI("asgi_unit_apps:ws_echo", pythonpath=P, ping_interval=10, ping_timeout=5),
+    "/wrapped": ASGI("asgi_unit_apps:wrapped", pythonpath=P),
 })])
 """
 
@@ -715,3 +725,12 @@ def test_a_trusted_proxy_sets_client_and_scheme(tmp_path):
     finally:
         stopped = prepared.context.services.stopService()
         reactor.pump(lambda: stopped.called, what="the services to stop")
+
+
+def test_a_sync_callable_returning_the_coroutine_is_accepted(site):
+    """(scope, receive, send) without async: middleware that returns the inner app's coroutine."""
+    client = Client(site)
+    client.send(http("/wrapped/x"))
+    assert client.wait_for_head()[0] == 201
+    assert client.apps.SEEN["scope"]["root_path"] == "/wrapped"
+    client.close()
