@@ -25,7 +25,7 @@ import pytest
 
 from tls_support import CA, ConfigServer, client_context
 
-from conftest import PROMPT, Server, free_port, write_site
+from conftest import PROMPT, Server, free_port, memory_kib, write_site
 
 FILE_SIZE = 60_000  # cached in memory (under 64 KiB), so every answer is immediate
 GET = b"GET /f.bin HTTP/1.1\r\nHost: a.test\r\n\r\n"
@@ -48,14 +48,6 @@ def files(tmp_path_factory):
     """), free_port())
     yield server, body
     server.stop()
-
-
-def memory_kib(pid: int, name: str) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(name + ":"):
-                return int(line.split()[1])
-    raise AssertionError(name)
 
 
 def read_responses(sock: socket.socket, count: int, heads_only=frozenset(),
