@@ -250,11 +250,15 @@ class HostChannel(Protocol):
             return
         if self.phase == "closing":
             return  # read and drop: a close with unread data would reset the answer away
+        self.reader.feed(data)
+        if self.phase == "body":
+            self._set_timer(self.limits.body_timeout)  # between two reads of a body
+        self._receive_batched()
+
+    def _receive_batched(self) -> None:
+        """:meth:`_receive` with output held, so what it answers leaves in one send."""
         held = self.hold_output()  # not when re-entered: the outer call sends
         try:
-            self.reader.feed(data)
-            if self.phase == "body":
-                self._set_timer(self.limits.body_timeout)  # between two reads of a body
             self._receive()
         finally:
             if held:
@@ -385,12 +389,7 @@ class HostChannel(Protocol):
         self._waiting_for_client = False
         self._set_timer(self.limits.header_timeout)  # the next head's clock starts as it is read
         self._resume_reading()
-        held = self.hold_output()
-        try:
-            self._receive()
-        finally:
-            if held:
-                self.send_held()
+        self._receive_batched()
 
     def _pause_reading(self) -> None:
         if not self._reading_paused:
@@ -418,12 +417,7 @@ class HostChannel(Protocol):
         self._next_request()
         if not self._waiting_for_transport:
             self._resume_reading()
-        held = self.hold_output()
-        try:
-            self._receive()  # pipelined requests read meanwhile
-        finally:
-            if held:
-                self.send_held()
+        self._receive_batched()  # pipelined requests read meanwhile
 
     def _next_request(self) -> None:
         self.head = None

@@ -198,9 +198,7 @@ class RequestReader:
         the ``error`` state and ignores what follows.
         """
         if self._end_pending:
-            self._end_pending = False
-            trailers, self._trailers = self._trailers, None
-            return EndOfMessage(trailers) if trailers else _END
+            return self._end()
         state = self.state
         if state is IDLE or state is HEAD:
             return self._read_head()
@@ -215,7 +213,7 @@ class RequestReader:
     def next_request(self) -> None:
         """The answer to the last request is complete: read the next one (pipelined or not)."""
         if self.state is not DONE:
-            self._move("next-request")  # not a move of the table: says so
+            self._move("next-request")  # raises: the table has this move from DONE only
         self.state = TRANSITIONS[DONE, "next-request"]
         self._received, self._body_limit = 0, None
         self.request_line = self.request_host = None
